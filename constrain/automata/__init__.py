@@ -1,1 +1,6 @@
-"""See the package docstring of constrain for the layer order."""
+"""Byte-level automata: regexes compiled to trimmed byte DFAs, with bounded products."""
+
+from constrain.automata.bytedfa import ByteDFA
+from constrain.automata.regex import Regex, regex, regex_to_dfa
+
+__all__ = ["ByteDFA", "Regex", "regex", "regex_to_dfa"]

@@ -1,1 +1,6 @@
-"""See the package docstring of constrain for the layer order."""
+"""Vocabulary layer: exact token bytes and the byte trie (the first layer of the data flow)."""
+
+from constrain.vocab.trie import TokenTrie
+from constrain.vocab.vocabulary import Vocabulary
+
+__all__ = ["TokenTrie", "Vocabulary"]

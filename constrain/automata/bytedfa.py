@@ -1,0 +1,247 @@
+"""Deterministic automata over bytes: the common currency of regexes, lexers and masks.
+
+A :class:`ByteDFA` is a dense ``(n_states, 256)`` int32 table with ``-1`` for "dead".  It
+is always *trimmed*: every state can still reach acceptance, so "the walk is alive" means
+"this prefix can still be completed".  That invariant is what lets the mask kernel prune a
+whole vocabulary subtree the moment a transition is dead.
+
+Every construction that can blow up (products, determinisation) takes ``max_states`` and
+raises :class:`ConstraintTooLarge` instead of exhausting memory.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import cached_property
+
+import numpy as np
+
+from constrain.errors import ConstraintTooLarge
+
+DEFAULT_MAX_STATES = 50_000
+
+
+class ByteDFA:
+    """A trimmed byte-level DFA.  ``start == -1`` denotes the empty language."""
+
+    __slots__ = ("table", "accepting", "start", "__dict__")
+
+    def __init__(self, table: np.ndarray, accepting: np.ndarray, start: int, *, trim: bool = True) -> None:
+        table = np.ascontiguousarray(table, dtype=np.int32)
+        accepting = np.ascontiguousarray(accepting, dtype=bool)
+        if table.ndim != 2 or table.shape[1] != 256 or len(accepting) != len(table):
+            raise ValueError("table must be (n, 256) with one accepting flag per state")
+        if trim:
+            table, accepting, start = _trim(table, accepting, start)
+        self.table = table
+        self.accepting = accepting
+        self.start = int(start)
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def literal(cls, data: bytes) -> ByteDFA:
+        """The language ``{data}``."""
+        n = len(data) + 1
+        table = np.full((n, 256), -1, dtype=np.int32)
+        for i, b in enumerate(data):
+            table[i, b] = i + 1
+        acc = np.zeros(n, dtype=bool)
+        acc[-1] = True
+        return cls(table, acc, 0, trim=False)
+
+    @classmethod
+    def empty(cls) -> ByteDFA:
+        """The empty language (nothing, not even the empty string)."""
+        return cls(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool), -1, trim=False)
+
+    @classmethod
+    def epsilon(cls) -> ByteDFA:
+        """The language ``{b""}``."""
+        return cls.literal(b"")
+
+    # ---- queries --------------------------------------------------------------------------
+    @property
+    def n_states(self) -> int:
+        return len(self.table)
+
+    def is_empty(self) -> bool:
+        return self.start < 0
+
+    def step(self, state: int, byte: int) -> int:
+        return int(self.table[state, byte]) if state >= 0 else -1
+
+    def run(self, state: int, data: bytes) -> int:
+        """State after ``data`` from ``state`` (-1 once dead)."""
+        table = self.table
+        for b in data:
+            if state < 0:
+                return -1
+            state = int(table[state, b])
+        return state
+
+    def accepts(self, data: bytes | str) -> bool:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        s = self.run(self.start, data)
+        return s >= 0 and bool(self.accepting[s])
+
+    def is_prefix(self, data: bytes) -> bool:
+        """Whether ``data`` can be extended to an accepted string."""
+        return self.run(self.start, data) >= 0
+
+    @cached_property
+    def distances(self) -> np.ndarray:
+        """Fewest bytes from each state to acceptance (BFS on the reversed graph)."""
+        n = self.n_states
+        dist = np.full(n, -1, dtype=np.int32)
+        if n == 0:
+            return dist
+        preds = _predecessors(self.table)
+        q = deque(int(s) for s in np.flatnonzero(self.accepting))
+        for s in q:
+            dist[s] = 0
+        while q:
+            s = q.popleft()
+            for p in preds[s]:
+                if dist[p] < 0:
+                    dist[p] = dist[s] + 1
+                    q.append(p)
+        return dist
+
+    def shortest_string(self, state: int | None = None) -> bytes:
+        """A shortest accepted continuation from ``state`` (default: the start)."""
+        s = self.start if state is None else state
+        if s < 0:
+            raise ValueError("empty language has no strings")
+        dist = self.distances
+        out = bytearray()
+        while dist[s] > 0:
+            row = self.table[s]
+            nxt = np.flatnonzero((row >= 0) & (dist[np.maximum(row, 0)] == dist[s] - 1))
+            b = int(nxt[0])
+            out.append(b)
+            s = int(row[b])
+        return bytes(out)
+
+    # ---- algebra ------------------------------------------------------------------------------
+    def intersect(self, other: ByteDFA, *, max_states: int = DEFAULT_MAX_STATES) -> ByteDFA:
+        return _product(self, other, both=True, max_states=max_states)
+
+    def union(self, other: ByteDFA, *, max_states: int = DEFAULT_MAX_STATES) -> ByteDFA:
+        return _product(self, other, both=False, max_states=max_states)
+
+    def minimize(self) -> ByteDFA:
+        """Moore partition refinement (vectorised); trimmed DFAs only need the live states."""
+        n = self.n_states
+        if n <= 1:
+            return self
+        cls = self.accepting.astype(np.int64)
+        n_cls = len(np.unique(cls))
+        while True:
+            nxt = np.where(self.table >= 0, cls[np.maximum(self.table, 0)], -1)
+            sig = np.concatenate([cls[:, None], nxt], axis=1)
+            _, new = np.unique(sig, axis=0, return_inverse=True)
+            new = new.ravel()
+            k = int(new.max()) + 1
+            cls = new
+            if k == n_cls:
+                break
+            n_cls = k
+        table = np.full((n_cls, 256), -1, dtype=np.int32)
+        acc = np.zeros(n_cls, dtype=bool)
+        rep = np.zeros(n_cls, dtype=np.int64)
+        rep[cls] = np.arange(n)
+        row = self.table[rep]
+        table[:] = np.where(row >= 0, cls[np.maximum(row, 0)], -1)
+        acc[:] = self.accepting[rep]
+        start = int(cls[self.start]) if self.start >= 0 else -1
+        return ByteDFA(table, acc, start, trim=False)
+
+    def __repr__(self) -> str:
+        return f"ByteDFA(states={self.n_states}, start={self.start})"
+
+
+def _predecessors(table: np.ndarray) -> list[list[int]]:
+    n = len(table)
+    preds: list[set[int]] = [set() for _ in range(n)]
+    src, _ = np.nonzero(table >= 0)
+    dst = table[table >= 0]
+    for s, d in zip(src.tolist(), dst.tolist()):
+        preds[d].add(s)
+    return [list(p) for p in preds]
+
+
+def _trim(table: np.ndarray, accepting: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Keep states reachable from ``start`` that can reach acceptance; renumber densely."""
+    n = len(table)
+    if start < 0 or n == 0:
+        return np.zeros((0, 256), np.int32), np.zeros(0, bool), -1
+    reach = np.zeros(n, dtype=bool)
+    reach[start] = True
+    stack = [start]
+    while stack:
+        s = stack.pop()
+        for t in np.unique(table[s][table[s] >= 0]).tolist():
+            if not reach[t]:
+                reach[t] = True
+                stack.append(t)
+    live = np.zeros(n, dtype=bool)
+    preds = _predecessors(table)
+    stack = [int(s) for s in np.flatnonzero(accepting & reach)]
+    for s in stack:
+        live[s] = True
+    while stack:
+        s = stack.pop()
+        for p in preds[s]:
+            if not live[p] and reach[p]:
+                live[p] = True
+                stack.append(p)
+    keep = reach & live
+    if not keep[start]:
+        return np.zeros((0, 256), np.int32), np.zeros(0, bool), -1
+    new_id = np.full(n, -1, dtype=np.int32)
+    order = np.flatnonzero(keep)
+    new_id[order] = np.arange(len(order), dtype=np.int32)
+    sub = table[order]
+    new_table = np.where(sub >= 0, new_id[np.maximum(sub, 0)], -1).astype(np.int32)
+    return new_table, accepting[order].copy(), int(new_id[start])
+
+
+def _product(a: ByteDFA, b: ByteDFA, *, both: bool, max_states: int) -> ByteDFA:
+    """Intersection (``both``) or union by breadth-first pair construction, bounded."""
+    if both and (a.is_empty() or b.is_empty()):
+        return ByteDFA.empty()
+    if not both:
+        if a.is_empty():
+            return b
+        if b.is_empty():
+            return a
+    ids: dict[tuple[int, int], int] = {(a.start, b.start): 0}
+    pairs = [(a.start, b.start)]
+    rows: list[np.ndarray] = []
+    i = 0
+    while i < len(pairs):
+        sa, sb = pairs[i]
+        ra = a.table[sa] if sa >= 0 else np.full(256, -1, np.int32)
+        rb = b.table[sb] if sb >= 0 else np.full(256, -1, np.int32)
+        alive = (ra >= 0) & (rb >= 0) if both else (ra >= 0) | (rb >= 0)
+        row = np.full(256, -1, dtype=np.int32)
+        for byte in np.flatnonzero(alive).tolist():
+            key = (int(ra[byte]), int(rb[byte]))
+            j = ids.get(key)
+            if j is None:
+                j = len(pairs)
+                if j >= max_states:
+                    raise ConstraintTooLarge(
+                        f"automaton product exceeds {max_states} states", limit="max_states"
+                    )
+                ids[key] = j
+                pairs.append(key)
+            row[byte] = j
+        rows.append(row)
+        i += 1
+    table = np.stack(rows)
+    acc_a = np.array([sa >= 0 and bool(a.accepting[sa]) for sa, _ in pairs])
+    acc_b = np.array([sb >= 0 and bool(b.accepting[sb]) for _, sb in pairs])
+    acc = (acc_a & acc_b) if both else (acc_a | acc_b)
+    return ByteDFA(table, acc, 0, trim=True)

@@ -1,0 +1,169 @@
+"""Matchers for regular constraints (regexes, or any :class:`ByteDFA`).
+
+Masks are computed lazily per DFA state with the trie-walk kernel and cached, so compile
+cost is the regex-to-DFA construction alone (no outlines-style index over states x
+vocabulary); :meth:`CompiledDFA.precompute` builds every state's mask eagerly when a user
+prefers to pay up front.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from constrain.automata.bytedfa import ByteDFA
+from constrain.engine import kernels
+from constrain.engine.matcher import CompiledConstraint, Matcher, bitmask_words
+from constrain.errors import ConstrainError
+from constrain.vocab import Vocabulary
+
+
+class CompiledDFA(CompiledConstraint):
+    """A byte DFA bound to a vocabulary, with a bounded per-state mask cache."""
+
+    def __init__(self, dfa: ByteDFA, vocab: Vocabulary, *, cache_states: int = 4096) -> None:
+        if dfa.is_empty():
+            raise ConstrainError("the constraint's language is empty: no output can satisfy it")
+        self.dfa = dfa
+        self.vocab = vocab
+        self.table = np.ascontiguousarray(dfa.table)
+        self.accepting = dfa.accepting
+        self.words = bitmask_words(len(vocab))
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_states = cache_states
+        self._eos = set(vocab.eos_token_ids)
+        self.stats = {"mask_walks": 0, "mask_hits": 0, "nodes_visited": 0}
+
+    def matcher(self) -> DFAMatcher:
+        return DFAMatcher(self)
+
+    def state_mask(self, state: int) -> np.ndarray:
+        """uint32 words of text tokens allowed from ``state`` (EOS not included); cached."""
+        m = self._cache.get(state)
+        if m is not None:
+            self._cache.move_to_end(state)
+            self.stats["mask_hits"] += 1
+            return m
+        m = np.zeros(self.words, dtype=np.uint32)
+        trie = self.vocab.trie
+        self.stats["nodes_visited"] += kernels.dfa_fill_mask(
+            self.table,
+            state,
+            trie.byte,
+            trie.depth,
+            trie.next,
+            trie.tok_start,
+            trie.tok_end,
+            trie.tokens,
+            trie.max_depth,
+            m,
+        )
+        self.stats["mask_walks"] += 1
+        self._cache[state] = m
+        if len(self._cache) > self._cache_states:
+            self._cache.popitem(last=False)
+        return m
+
+    def precompute(self) -> None:
+        """Compute and cache the mask of every DFA state now."""
+        self._cache_states = max(self._cache_states, self.dfa.n_states)
+        for s in range(self.dfa.n_states):
+            self.state_mask(s)
+
+
+class DFAMatcher(Matcher):
+    """State = one DFA state plus a history stack for rollback."""
+
+    __slots__ = ("compiled", "state", "history", "terminated")
+
+    def __init__(self, compiled: CompiledDFA) -> None:
+        self.compiled = compiled
+        self.state = compiled.dfa.start
+        self.history: list[int] = []
+        self.terminated = False
+
+    # ---- contract ---------------------------------------------------------------------------
+    def fill_mask(self, bitmask: np.ndarray) -> None:
+        out = bitmask.view(np.uint32)
+        if self.terminated:
+            out[:] = 0
+            return
+        out[:] = self.compiled.state_mask(self.state)
+        if self.compiled.accepting[self.state]:
+            out |= self.vocab.eos_mask_words
+
+    def check(self, token_id: int) -> bool:
+        self._check_range(token_id)
+        if self.terminated:
+            return False
+        c = self.compiled
+        if token_id in c._eos:
+            return bool(c.accepting[self.state])
+        cached = c._cache.get(self.state)
+        if cached is not None:
+            return bool((int(cached[token_id >> 5]) >> (token_id & 31)) & 1)
+        data = self.vocab.token_bytes(token_id)
+        return bool(data) and c.dfa.run(self.state, data) >= 0
+
+    def advance(self, token_id: int) -> None:
+        self._check_range(token_id)
+        if self.terminated:
+            self._raise_invalid(token_id)
+        c = self.compiled
+        if token_id in c._eos:
+            if not c.accepting[self.state]:
+                self._raise_invalid(token_id)
+            self.history.append(self.state)
+            self.terminated = True
+            return
+        data = self.vocab.token_bytes(token_id)
+        nxt = c.dfa.run(self.state, data) if data else -1
+        if nxt < 0:
+            self._raise_invalid(token_id)
+        self.history.append(self.state)
+        self.state = nxt
+
+    def rollback(self, n: int = 1) -> None:
+        if n < 0 or n > len(self.history):
+            raise ValueError(f"cannot roll back {n} tokens; {len(self.history)} were advanced")
+        for _ in range(n):
+            if self.terminated:
+                self.terminated = False
+                self.state = self.history.pop()
+            else:
+                self.state = self.history.pop()
+
+    def copy(self) -> DFAMatcher:
+        m = DFAMatcher.__new__(DFAMatcher)
+        m.compiled = self.compiled
+        m.state = self.state
+        m.history = list(self.history)
+        m.terminated = self.terminated
+        return m
+
+    def is_accepting(self) -> bool:
+        return not self.terminated and bool(self.compiled.accepting[self.state])
+
+    def is_terminated(self) -> bool:
+        return self.terminated
+
+    def accepts_prefix_bytes(self, data: bytes) -> bool:
+        if self.terminated:
+            return not data
+        return self.compiled.dfa.run(self.state, data) >= 0
+
+    def shortest_completion_bytes(self) -> int:
+        return 0 if self.terminated else int(self.compiled.dfa.distances[self.state])
+
+    def num_tokens(self) -> int:
+        return len(self.history)
+
+    def _accepts_complete_bytes(self, data: bytes) -> bool:
+        if self.terminated:
+            return False
+        s = self.compiled.dfa.run(self.state, data)
+        return s >= 0 and bool(self.compiled.accepting[s])
+
+    def __repr__(self) -> str:
+        return f"DFAMatcher(state={self.state}, tokens={len(self.history)}, terminated={self.terminated})"
