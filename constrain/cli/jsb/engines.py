@@ -1,0 +1,295 @@
+"""One adapter per engine, all behind the same tiny interface.
+
+The runner only needs: compile a schema (typed :class:`CompileError` on failure), make a
+matcher, fill a bitmask allocated once per run, test a bit, advance, and know the engine's
+EOS ids.  Every adapter is built on the same tokenizer folder, so token ids agree; the
+adapters themselves load their tokenizer lazily, once per worker process, and that load is
+never counted as compile time.
+
+Engines run single-threaded (MaskBench rule): :func:`single_thread_env` is applied in each
+worker process before any engine is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENGINES = ("constrain", "llguidance", "xgrammar", "outlines")
+
+THREAD_VARS = (
+    "RAYON_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "TOKENIZERS_PARALLELISM",
+)
+
+
+def single_thread_env() -> None:
+    """Pin every engine's thread pool to one thread (call before importing engines)."""
+    for var in THREAD_VARS:
+        os.environ[var] = "false" if var == "TOKENIZERS_PARALLELISM" else "1"
+
+
+class CompileError(Exception):
+    """The engine declined the schema (unsupported keyword, invalid grammar, missing layer)."""
+
+
+class EngineUnavailable(Exception):
+    """The engine's package is not installed."""
+
+
+class Adapter:
+    """Base adapter; subclasses implement compile/matcher/fill/advance."""
+
+    name = "?"
+
+    def __init__(self, tokenizer_dir: Path) -> None:
+        self.tokenizer_dir = Path(tokenizer_dir)
+        self._bitmask: np.ndarray | None = None
+
+    # the shared exact-bytes vocabulary (token ids every engine sees) ----------------------
+    @cached_property
+    def vocab(self) -> Any:
+        return shared_vocab(self.tokenizer_dir)
+
+    @cached_property
+    def hf_tokenizer(self) -> Any:
+        return self.vocab.hf_tokenizer
+
+    def load(self) -> None:
+        """Pay the tokenizer-conversion cost now (outside any timed region)."""
+
+    def compile(self, schema: Any) -> Any:
+        raise NotImplementedError
+
+    def matcher(self, compiled: Any) -> Any:
+        raise NotImplementedError
+
+    def fill(self, m: Any) -> np.ndarray:
+        """Compute the full mask into the run's bitmask; returns it as int32 words (a view)."""
+        raise NotImplementedError
+
+    def advance(self, m: Any, token: int) -> bool:
+        """Consume ``token``; False when the engine refuses it."""
+        raise NotImplementedError
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        return tuple(self.vocab.eos_token_ids)
+
+
+_VOCABS: dict[str, Any] = {}
+
+
+def shared_vocab(tokenizer_dir: Path) -> Any:
+    """constrain's exact-bytes Vocabulary for ``tokenizer_dir`` (one per process)."""
+    key = str(tokenizer_dir)
+    if key not in _VOCABS:
+        from constrain.vocab import Vocabulary
+
+        _VOCABS[key] = Vocabulary.from_pretrained(tokenizer_dir)
+    return _VOCABS[key]
+
+
+def bit(words: np.ndarray, token: int) -> bool:
+    """Whether ``token``'s bit is set in an int32 bitmask."""
+    return bool((int(words[token >> 5]) >> (token & 31)) & 1)
+
+
+class ConstrainAdapter(Adapter):
+    """constrain: ``constrain.json_schema`` + ``constrain.compile`` + the Matcher contract."""
+
+    name = "constrain"
+
+    def load(self) -> None:
+        from constrain.engine.matcher import allocate_bitmask
+
+        self._bitmask = allocate_bitmask(len(self.vocab))
+
+    def compile(self, schema: Any) -> Any:
+        import constrain
+        from constrain.errors import ConstrainError
+
+        try:
+            spec = constrain.json_schema(schema)
+            return constrain.compile(spec, self.vocab)
+        except (ImportError, AttributeError, NotImplementedError) as exc:
+            # the schema or CFG layer is not there (yet): report, do not crash the run
+            raise CompileError(f"layer missing: {type(exc).__name__}: {exc}") from None
+        except ConstrainError as exc:
+            raise CompileError(f"{type(exc).__name__}: {exc}") from None
+        except RecursionError:
+            raise CompileError("RecursionError: schema nesting too deep") from None
+
+    def matcher(self, compiled: Any) -> Any:
+        return compiled.matcher()
+
+    def fill(self, m: Any) -> np.ndarray:
+        m.fill_mask(self._bitmask)
+        return self._bitmask
+
+    def advance(self, m: Any, token: int) -> bool:
+        from constrain.errors import InvalidTokenError
+
+        try:
+            m.advance(token)
+        except InvalidTokenError:
+            return False
+        return True
+
+
+class LLGuidanceAdapter(Adapter):
+    """llguidance: JSON schema -> llguidance grammar -> LLMatcher (lazy lexer, Earley parser)."""
+
+    name = "llguidance"
+
+    def load(self) -> None:
+        try:
+            import llguidance
+            import llguidance.hf
+        except ImportError as exc:
+            raise EngineUnavailable(f"llguidance is not installed ({exc})") from None
+        self._ll = llguidance
+        self.tok = llguidance.hf.from_tokenizer(self.hf_tokenizer)
+        self._bitmask = np.zeros((1, (self.tok.vocab_size + 31) // 32), dtype=np.int32)
+        self._words = self._bitmask[0]
+
+    def compile(self, schema: Any) -> Any:
+        ll = self._ll
+        try:
+            grammar = ll.LLMatcher.grammar_from_json_schema(json.dumps(schema))
+        except ValueError as exc:
+            raise CompileError(str(exc)) from None
+        m = ll.LLMatcher(self.tok, grammar, log_level=0)
+        if m.is_error():
+            raise CompileError(m.get_error())
+        return grammar
+
+    def matcher(self, compiled: Any) -> Any:
+        m = self._ll.LLMatcher(self.tok, compiled, log_level=0)
+        if m.is_error():
+            raise RuntimeError(m.get_error())
+        return m
+
+    def fill(self, m: Any) -> np.ndarray:
+        m.unsafe_compute_mask_ptr(self._words.ctypes.data, self._words.nbytes)
+        return self._words
+
+    def advance(self, m: Any, token: int) -> bool:
+        return bool(m.consume_token(token)) and not m.is_error()
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        return (int(self.tok.eos_token),)
+
+
+class XGrammarAdapter(Adapter):
+    """xgrammar in its default JSON configuration (as MaskBench ran it), one thread, no cache."""
+
+    name = "xgrammar"
+
+    def load(self) -> None:
+        try:
+            import xgrammar
+        except ImportError as exc:
+            raise EngineUnavailable(f"xgrammar is not installed ({exc})") from None
+        self._xgr = xgrammar
+        self.info = xgrammar.TokenizerInfo.from_huggingface(self.hf_tokenizer)
+        self.compiler = xgrammar.GrammarCompiler(self.info, max_threads=1, cache_enabled=False)
+        self._tensor = xgrammar.allocate_token_bitmask(1, self.info.vocab_size)
+        self._words = self._tensor[0].numpy()
+
+    def compile(self, schema: Any) -> Any:
+        try:
+            return self.compiler.compile_json_schema(json.dumps(schema))
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise CompileError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from None
+
+    def matcher(self, compiled: Any) -> Any:
+        return self._xgr.GrammarMatcher(compiled)
+
+    def fill(self, m: Any) -> np.ndarray:
+        m.fill_next_token_bitmask(self._tensor, 0)
+        return self._words
+
+    def advance(self, m: Any, token: int) -> bool:
+        return bool(m.accept_token(token))
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        return tuple(int(t) for t in self.info.stop_token_ids)
+
+
+class OutlinesAdapter(Adapter):
+    """outlines-core: schema -> one regex -> full (state x vocabulary) index; slow to compile."""
+
+    name = "outlines"
+
+    def load(self) -> None:
+        try:
+            import outlines_core
+            from outlines_core.json_schema import build_regex_from_schema
+        except ImportError as exc:
+            raise EngineUnavailable(f"outlines-core is not installed ({exc})") from None
+        self._oc = outlines_core
+        self._build_regex = build_regex_from_schema
+        v = self.vocab
+        by_bytes: dict[bytes, list[int]] = {}
+        for i, b in enumerate(v.all_token_bytes):
+            if b:  # specials (None) and EOS are not text
+                by_bytes.setdefault(b, []).append(i)
+        self._eos = int(v.eos_token_ids[0])
+        self.ocvocab = outlines_core.Vocabulary(self._eos, by_bytes)
+        self._bitmask = np.zeros((len(v) + 31) // 32, dtype=np.int32)
+
+    def compile(self, schema: Any) -> Any:
+        try:
+            regex = self._build_regex(json.dumps(schema))
+            return self._oc.Index(regex, self.ocvocab)
+        except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+            raise CompileError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from None
+
+    def matcher(self, compiled: Any) -> Any:
+        return self._oc.Guide(compiled)
+
+    def fill(self, m: Any) -> np.ndarray:
+        m.write_mask_into(self._bitmask.ctypes.data, self._bitmask.size, 4)
+        return self._bitmask
+
+    def advance(self, m: Any, token: int) -> bool:
+        try:
+            m.advance(token)
+        except ValueError:
+            return False
+        return True
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        return (self._eos,)
+
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    "constrain": ConstrainAdapter,
+    "llguidance": LLGuidanceAdapter,
+    "xgrammar": XGrammarAdapter,
+    "outlines": OutlinesAdapter,
+}
+
+
+def parse_engines(spec: str) -> list[str]:
+    """``"constrain,llguidance"`` -> names, checked against :data:`ENGINES`."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in ADAPTERS]
+    if bad or not names:
+        raise ValueError(
+            f"unknown engine(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(ENGINES)}"
+        )
+    return list(dict.fromkeys(names))
