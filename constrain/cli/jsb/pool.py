@@ -43,7 +43,7 @@ def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
         os.dup2(fd, 2)
         os.close(fd)
     from constrain.cli.jsb.data import Instance, SchemaCase
-    from constrain.cli.jsb.engines import ADAPTERS, EngineUnavailable, shared_vocab
+    from constrain.cli.jsb.engines import EngineUnavailable, shared_vocab
 
     adapters: dict[str, Any] = {}
     model_runner = None
@@ -96,7 +96,7 @@ def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
             for engine in job["engines"]:
                 if engine not in adapters:
                     conn.send(("phase", engine, "load"))
-                    a = ADAPTERS[engine](config["tokenizer"])
+                    a = _adapter_class(engine, config)(config["tokenizer"])
                     a.load()
                     adapters[engine] = a
                 conn.send(("phase", engine, "compile"))
@@ -122,6 +122,26 @@ def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
         except EngineUnavailable as exc:
             conn.send(("fatal", str(exc)))
             return
+
+
+def _adapter_class(engine: str, config: dict[str, Any]) -> Any:
+    """The adapter class for ``engine``; ``config["adapters"]`` may add ``name -> "module:Class"``.
+
+    The extra table lets tests (and users with their own engine) plug in an adapter without
+    editing the registry; the class is imported inside the worker process.
+    """
+    import importlib
+
+    from constrain.cli.jsb.engines import ADAPTERS
+
+    extra = config.get("adapters") or {}
+    if engine in extra:
+        module, _, qual = extra[engine].partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+        return obj
+    return ADAPTERS[engine]
 
 
 # ---- parent side ------------------------------------------------------------------------------
