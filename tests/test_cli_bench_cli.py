@@ -42,19 +42,29 @@ def make_data(folder: Path, n_untested: int = 0) -> Path:
         {
             "id": "A---int",
             "schema": {"type": "integer", "minimum": 0},
-            "tests": [{"valid": True, "data": 7}, {"valid": False, "data": -2}, {"valid": False, "data": "7"}],
+            "tests": [
+                {"valid": True, "data": 7},
+                {"valid": False, "data": -2},
+                {"valid": False, "data": "7"},
+            ],
         },
         {
             "id": "A---obj",
             "schema": obj({"x": {"type": "boolean"}, "y": {"enum": ["a", "b"]}}, ["x"]),
             "tests": [{"valid": True, "data": {"x": True, "y": "b"}}, {"valid": False, "data": {"y": "a"}}],
         },
-        {"id": "A---unsupported", "schema": {"not": {"type": "string"}}, "tests": [{"valid": True, "data": 1}]},
+        {
+            "id": "A---unsupported",
+            "schema": {"not": {"type": "string"}},
+            "tests": [{"valid": True, "data": 1}],
+        },
     ]
     b = [
         {
             "id": f"B---gen{i}",
-            "schema": obj({"k": {"type": "string", "maxLength": 3 + i}, "n": {"type": "integer"}}, ["k", "n"]),
+            "schema": obj(
+                {"k": {"type": "string", "maxLength": 3 + i}, "n": {"type": "integer"}}, ["k", "n"]
+            ),
             "tests": [],
         }
         for i in range(n_untested)
@@ -70,10 +80,21 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "constrain.cli.bench", "bench", "jsonschemabench", *args]
 
 
-def test_end_to_end_table_plot_and_records(tmp_path: Path, gpt2_dir: str, capsys: pytest.CaptureFixture) -> None:
+def test_end_to_end_table_plot_and_records(
+    tmp_path: Path, gpt2_dir: str, capsys: pytest.CaptureFixture
+) -> None:
     data = make_data(tmp_path / "data", n_untested=1)
     out = tmp_path / "out"
-    args = ["--data", str(data), "--tokenizer", gpt2_dir, "--engines", "llguidance,constrain", "--out", str(out)]
+    args = [
+        "--data",
+        str(data),
+        "--tokenizer",
+        gpt2_dir,
+        "--engines",
+        "llguidance,constrain",
+        "--out",
+        str(out),
+    ]
     code = main(["bench", "jsonschemabench", *args, "--no-progress"])
     printed = capsys.readouterr().out
     assert code == 0
@@ -104,13 +125,21 @@ def test_end_to_end_table_plot_and_records(tmp_path: Path, gpt2_dir: str, capsys
 
 
 def test_clear_errors_for_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["bench", "jsonschemabench", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert (
+        main(["bench", "jsonschemabench", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    )
     err = capsys.readouterr().err
     assert "does not exist" in err and "jsonschemabench" in err and "--data" in err
     data = make_data(tmp_path / "d")
-    assert main(["bench", "jsonschemabench", "--data", str(data), "--split", "Nope", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["bench", "jsonschemabench", "--data", str(data), "--split", "Nope", "--out", str(tmp_path)])
+        == 2
+    )
     assert "unknown split(s) Nope" in capsys.readouterr().err
-    assert main(["bench", "jsonschemabench", "--data", str(data), "--engines", "vllm", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["bench", "jsonschemabench", "--data", str(data), "--engines", "vllm", "--out", str(tmp_path)])
+        == 2
+    )
     assert "unknown engine" in capsys.readouterr().err
 
 
@@ -122,7 +151,16 @@ def _load(out: Path) -> dict:
 
 def test_killed_run_resumes_to_the_same_table(tmp_path: Path, gpt2_dir: str) -> None:
     data = make_data(tmp_path / "data", n_untested=8)
-    common = ["--data", str(data), "--tokenizer", gpt2_dir, "--engines", "llguidance", "--no-progress", "--no-plot"]
+    common = [
+        "--data",
+        str(data),
+        "--tokenizer",
+        gpt2_dir,
+        "--engines",
+        "llguidance",
+        "--no-progress",
+        "--no-plot",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     # uninterrupted reference run
@@ -133,7 +171,11 @@ def test_killed_run_resumes_to_the_same_table(tmp_path: Path, gpt2_dir: str) -> 
     out = tmp_path / "killed"
     results = out / "results.jsonl"
     proc = subprocess.Popen(
-        cli(*common, "--out", str(out)), env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cli(*common, "--out", str(out)),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     total = 11
     deadline = time.monotonic() + 240
@@ -153,12 +195,16 @@ def test_killed_run_resumes_to_the_same_table(tmp_path: Path, gpt2_dir: str) -> 
     partial = _load(out)
     assert 4 <= len(partial) < total, len(partial)
 
-    res = subprocess.run(cli(*common, "--out", str(out), "--resume"), env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        cli(*common, "--out", str(out), "--resume"), env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr
     assert f"resuming: {len(partial)} of {total}" in res.stderr
     final, reference = _load(out), _load(ref)
     assert set(final) == set(reference) and len(final) == total
-    assert markdown(summarize(final.values()), timing=False) == markdown(summarize(reference.values()), timing=False)
+    assert markdown(summarize(final.values()), timing=False) == markdown(
+        summarize(reference.values()), timing=False
+    )
     for k, r in reference.items():
         assert (final[k]["status"], final[k].get("passed"), final[k].get("n_instances")) == (
             r["status"],

@@ -21,7 +21,10 @@ def write_split(folder: Path, name: str, records: list[dict]) -> None:
 
 
 def test_load_split_and_limit(tmp_path: Path) -> None:
-    recs = [{"id": f"s{i}", "schema": {"type": "integer"}, "tests": [{"valid": True, "data": i}]} for i in range(5)]
+    recs = [
+        {"id": f"s{i}", "schema": {"type": "integer"}, "tests": [{"valid": True, "data": i}]}
+        for i in range(5)
+    ]
     write_split(tmp_path, "A", recs)
     write_split(tmp_path, "B", recs[:1])
     assert jd.list_splits(tmp_path) == ["A", "B"]
@@ -66,7 +69,10 @@ def test_serialize_is_compact_utf8() -> None:
 def test_order_like_schema_follows_properties_refs_and_allof() -> None:
     schema = {
         "$defs": {"inner": {"properties": {"z": {}, "y": {}}}},
-        "properties": {"b": {"$ref": "#/$defs/inner"}, "a": {"type": "array", "items": {"$ref": "#/$defs/inner"}}},
+        "properties": {
+            "b": {"$ref": "#/$defs/inner"},
+            "a": {"type": "array", "items": {"$ref": "#/$defs/inner"}},
+        },
         "allOf": [{"properties": {"c": {}}}],
     }
     value = {"extra2": 0, "a": [{"y": 1, "z": 2}], "c": 3, "extra1": 0, "b": {"y": 1, "z": 2}}
@@ -112,12 +118,21 @@ def test_store_resume_cuts_torn_line_and_checks_settings(tmp_path: Path) -> None
 
 
 def _rec(split, engine, status, **kw):
-    return {"split": split, "id": kw.pop("id", "x"), "engine": engine, "mode": "engine", "status": status, **kw}
+    return {
+        "split": split,
+        "id": kw.pop("id", "x"),
+        "engine": engine,
+        "mode": "engine",
+        "status": status,
+        **kw,
+    }
 
 
 def test_summary_counts_per_schema() -> None:
     recs = [
-        _rec("A", "e", "ok", passed=True, false_rejects=0, false_accepts=0, compile_s=0.001, mask_us=[1.0, 3.0]),
+        _rec(
+            "A", "e", "ok", passed=True, false_rejects=0, false_accepts=0, compile_s=0.001, mask_us=[1.0, 3.0]
+        ),
         _rec("A", "e", "ok", passed=False, false_rejects=2, false_accepts=0, compile_s=0.003, mask_us=[5.0]),
         _rec("A", "e", "ok", passed=False, false_rejects=0, false_accepts=1, compile_s=0.002, mask_us=[7.0]),
         _rec("A", "e", "compile_error", compile_s=0.0),
@@ -127,7 +142,13 @@ def test_summary_counts_per_schema() -> None:
     ]
     rows = {(r["split"], r["engine"]): r for r in summarize(recs, ["e", "f"])}
     a = rows[("A", "e")]
-    assert (a["schemas"], a["passing"], a["compile_error"], a["false_reject"], a["false_accept"]) == (4, 1, 1, 1, 1)
+    assert (a["schemas"], a["passing"], a["compile_error"], a["false_reject"], a["false_accept"]) == (
+        4,
+        1,
+        1,
+        1,
+        1,
+    )
     assert a["mask_avg_us"] == pytest.approx(4.0) and a["mask_max_us"] == 7.0 and a["masks"] == 4
     assert a["compile_p50_ms"] == pytest.approx(2.0)
     t = rows[("TOTAL", "e")]

@@ -79,13 +79,17 @@ def toy() -> RegexEnumAdapter:
 
 def test_correct_decisions_pass(toy: RegexEnumAdapter) -> None:
     schema = {"enum": [{"a": True}, 12, "hi"]}
-    rec = run_case(toy, schema, [({"a": True}, True), (12, True), (1, False), ({"a": None}, False), ("hi!", False)])
+    rec = run_case(
+        toy, schema, [({"a": True}, True), (12, True), (1, False), ({"a": None}, False), ("hi!", False)]
+    )
     assert rec["status"] == "ok" and rec["passed"], rec
     # a strict prefix of a member ("1" of "12") is refused at the end: EOS not allowed
     assert rec["instances"][2] == {"accepted": False, "at": 1, "why": "eos not allowed"}
     assert rec["instances"][4]["why"] == "masked"
     # one mask per token plus the final EOS check, for each instance decided at the end
-    assert len(rec["mask_us"]) >= sum(len(toy.vocab.encode(json.dumps(v, separators=(",", ":")))) for v in [12, "hi"])
+    assert len(rec["mask_us"]) >= sum(
+        len(toy.vocab.encode(json.dumps(v, separators=(",", ":")))) for v in [12, "hi"]
+    )
 
 
 def test_wrong_decisions_are_counted(toy: RegexEnumAdapter) -> None:
