@@ -1,0 +1,489 @@
+"""String constraints: value automata (pattern, length, format) and their JSON encodings.
+
+JSON Schema constrains the *decoded* value of a string, while the model emits its JSON
+text, where any character may appear escaped (``json.dumps`` escapes every non-ASCII
+character as ``\\uXXXX`` by default).  So we build a byte DFA over the UTF-8 of the value
+first (intersections happen there) and then :func:`json_string_dfa` turns it into a DFA
+over the JSON text: literal bytes, short escapes and ``\\uXXXX`` escapes (with surrogate
+pairs for astral characters) are all fed to the value automaton as the UTF-8 bytes of the
+character they denote.  The transduction works digit by digit (each hex digit fixes some
+bits of the UTF-8 bytes), so it is a product with a small fixed transducer, not a
+65,536-way expansion per state.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from constrain.automata.bytedfa import ByteDFA
+from constrain.automata.regex import regex_to_dfa
+from constrain.errors import ConstraintTooLarge, RegexError
+
+#: Any JSON string (full match), as regex text so that it stays exportable to Lark.
+ANY_JSON_STRING = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
+
+#: Longest exact length bound; longer bounds are dropped (over-approximation, warned).
+MAX_EXACT_LENGTH = 256
+
+# ECMA-262 \s: WhiteSpace + LineTerminator (Unicode Zs and a few others).
+_ECMA_WS = "\\t\\n\\x0b\\x0c\\r \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+
+
+def ecma_to_python(pattern: str) -> str:
+    """Translate an ECMA-262 pattern to the Python syntax of :func:`regex_to_dfa`.
+
+    ``\\d`` and ``\\w`` are ASCII in both (our regex engine is ASCII for them); ``\\s`` is
+    Unicode in ECMA, so it is spelled out; ``\\/`` is a plain slash; named groups use the
+    Python spelling.  Anything we cannot translate is left for the regex engine to reject.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            if nxt == "s":
+                out.append(_ECMA_WS if in_class else f"[{_ECMA_WS}]")
+            elif nxt == "S":
+                if in_class:
+                    raise RegexError("\\S inside a character class is not supported", pattern, i)
+                out.append(f"[^{_ECMA_WS}]")
+            elif nxt == "/":
+                out.append("/")
+            elif nxt == "c" and i + 2 < n and pattern[i + 2].isalpha():
+                out.append(f"\\x{ord(pattern[i + 2].upper()) % 32:02x}")
+                i += 3
+                continue
+            elif nxt == "d":
+                out.append("0-9" if in_class else "[0-9]")
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if ch == "]":
+                in_class = False
+            out.append(ch)
+        elif ch == "[":
+            in_class = True
+            out.append(ch)
+            if pattern.startswith("^", i + 1):
+                out.append("^")
+                i += 1
+            if pattern.startswith("]", i + 1):  # ECMA: []] is not a literal ]
+                raise RegexError("empty character class", pattern, i)
+        elif pattern.startswith("(?<", i) and i + 3 < n and pattern[i + 3] not in "=!":
+            out.append("(?P<")
+            i += 3
+            continue
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _unescaped_end(text: str, ch: str) -> bool:
+    if not text.endswith(ch):
+        return False
+    k, j = 0, len(text) - 2
+    while j >= 0 and text[j] == "\\":
+        k += 1
+        j -= 1
+    return k % 2 == 0
+
+
+def pattern_dfa(pattern: str, *, timeout_s: float = 1.5, max_states: int = 20_000) -> ByteDFA:
+    """Value DFA of strings in which ECMA ``pattern`` finds a match (JSON Schema's search).
+
+    Raises :class:`RegexError` (untranslatable) or :class:`ConstraintTooLarge`.
+    """
+    body = ecma_to_python(pattern)
+    start = body.startswith("^")
+    end = _unescaped_end(body, "$")
+    if start:
+        body = body[1:]
+    if end:
+        body = body[:-1]
+    if "|" in body and (start or end) and not _balanced_alternation_free(body):
+        # '^a|b$' anchors only one branch: cannot be read as a whole-pattern anchor
+        raise RegexError("anchors inside a top-level alternation are not supported", pattern)
+    full = ("" if start else r"[\s\S]*") + f"(?:{body})" + ("" if end else r"[\s\S]*")
+    try:
+        return regex_to_dfa(full, max_states=max_states, timeout_s=timeout_s)
+    except RegexError as e:
+        raise RegexError(str(e), pattern) from None
+
+
+def _balanced_alternation_free(body: str) -> bool:
+    """True when every ``|`` of ``body`` sits inside parentheses (no top-level alternation)."""
+    depth, i, in_class = 0, 0, False
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            return False
+        i += 1
+    return True
+
+
+def length_dfa(min_len: int, max_len: int | None) -> ByteDFA:
+    """Strings of ``min_len..max_len`` code points (valid UTF-8, no surrogates), built directly.
+
+    Built by hand because a counted ``.{m,n}`` through the general regex construction is
+    slow for large bounds.
+    """
+    if max_len is not None and max_len > MAX_EXACT_LENGTH:
+        raise ConstraintTooLarge(f"maxLength {max_len} exceeds {MAX_EXACT_LENGTH}", "max_length")
+    if min_len > MAX_EXACT_LENGTH:
+        raise ConstraintTooLarge(f"minLength {min_len} exceeds {MAX_EXACT_LENGTH}", "min_length")
+    top = max_len if max_len is not None else min_len
+    # per count c: main M_c, and for c < top (or looping at top when unbounded) 7 helpers:
+    # C1 (1 cont left), C2 (2 left), C3 (3 left), E0 (after E0), ED, F0, F4
+    per = 8
+    n_counts = top + 1
+    n = n_counts * per
+    table = np.full((n, 256), -1, dtype=np.int32)
+    acc = np.zeros(n, dtype=bool)
+    for c in range(n_counts):
+        base = c * per
+        nxt = c + 1 if c < top else (c if max_len is None else -1)
+        acc[base] = c >= min_len
+        if nxt < 0:
+            continue
+        m_next = nxt * per
+        c1, c2, c3, e0, ed, f0, f4 = (base + k for k in range(1, 8))
+        row = table[base]
+        row[0x00:0x80] = m_next
+        row[0xC2:0xE0] = c1
+        row[0xE0] = e0
+        row[0xE1:0xED] = c2
+        row[0xED] = ed
+        row[0xEE:0xF0] = c2
+        row[0xF0] = f0
+        row[0xF1:0xF4] = c3
+        row[0xF4] = f4
+        table[c1, 0x80:0xC0] = m_next
+        table[c2, 0x80:0xC0] = c1
+        table[c3, 0x80:0xC0] = c2
+        table[e0, 0xA0:0xC0] = c1
+        table[ed, 0x80:0xA0] = c1
+        table[f0, 0x90:0xC0] = c2
+        table[f4, 0x80:0x90] = c2
+    return ByteDFA(table, acc, 0)
+
+
+# ---- formats (regexes over the value; anchored, full match) ---------------------------------
+_DEC_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_DEC_OCTET}(?:\.{_DEC_OCTET}){{3}}"
+_H16 = r"[0-9a-fA-F]{1,4}"
+_LS32 = rf"(?:{_H16}:{_H16}|{_IPV4})"
+_IPV6 = (
+    "(?:"
+    + "|".join(
+        [
+            rf"(?:{_H16}:){{6}}{_LS32}",
+            rf"::(?:{_H16}:){{5}}{_LS32}",
+            rf"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+            rf"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+            rf"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+            rf"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+        ]
+    )
+    + ")"
+)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = rf"{_LABEL}(?:\.{_LABEL})*"
+_DATE = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)(?:\.[0-9]+)?(?:[zZ]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_UNRESERVED = r"A-Za-z0-9\-._~"
+_SUBDELIMS = r"!$&'()*+,;="
+_PCT = r"%[0-9a-fA-F]{2}"
+_PCHAR = rf"(?:[{_UNRESERVED}{_SUBDELIMS}:@]|{_PCT})"
+_URI = (
+    rf"[A-Za-z][A-Za-z0-9+\-.]*:"
+    rf"(?://(?:(?:[{_UNRESERVED}{_SUBDELIMS}:]|{_PCT})*@)?(?:\[[0-9A-Fa-f:.]+\]|(?:[{_UNRESERVED}{_SUBDELIMS}]|{_PCT})*)(?::[0-9]*)?"
+    rf"(?:/{_PCHAR}*)*|/?(?:{_PCHAR}+(?:/{_PCHAR}*)*)?)"
+    rf"(?:\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?"
+)
+
+#: format name -> value regex.  Deliberately *looser* than the RFCs where they are subtle
+#: (never stricter than Python's jsonschema format checker on realistic values): a format
+#: must never block a valid value.
+FORMAT_REGEX: dict[str, str] = {
+    "date": _DATE,
+    "time": _TIME,
+    "date-time": rf"{_DATE}[tT ]{_TIME}",
+    "duration": r"P(?:(?:[0-9]+D|[0-9]+M(?:[0-9]+D)?|[0-9]+Y(?:[0-9]+M(?:[0-9]+D)?)?)"
+    r"(?:T(?:[0-9]+H(?:[0-9]+M(?:[0-9]+S)?)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S))?"
+    r"|T(?:[0-9]+H(?:[0-9]+M(?:[0-9]+S)?)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S)|[0-9]+W)",
+    "email": r"[^@\s\x00-\x1f\"]+@[^@\s\x00-\x1f\"]+",
+    "idn-email": r"[^@\s]+@[^@\s]+",
+    "hostname": _HOSTNAME,
+    "ipv4": _IPV4,
+    "ipv6": _IPV6,
+    "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+    "uri": _URI,
+    "json-pointer": r"(?:/(?:[^/~]|~[01])*)*",
+    "relative-json-pointer": r"(?:0|[1-9][0-9]*)(?:#|(?:/(?:[^/~]|~[01])*)*)",
+}
+
+
+def format_dfa(name: str) -> ByteDFA | None:
+    """Value DFA of a known format, else ``None`` (unknown formats are any string)."""
+    rx = FORMAT_REGEX.get(name)
+    if rx is None:
+        return None
+    return regex_to_dfa(rx, timeout_s=5.0)
+
+
+def literal_value_dfa(values: list[str]) -> ByteDFA:
+    """Exactly the given strings (as UTF-8)."""
+    dfa = ByteDFA.empty()
+    for v in values:
+        dfa = dfa.union(ByteDFA.literal(v.encode("utf-8", "surrogatepass")))
+    return dfa
+
+
+def difference(a: ByteDFA, b: ByteDFA, *, max_states: int = 20_000) -> ByteDFA:
+    """``L(a) - L(b)`` by a bounded product (``b`` is completed with a sink)."""
+    if a.is_empty() or b.is_empty():
+        return a
+    ta, tb = a.table.tolist(), b.table.tolist()
+    acc_a, acc_b = a.accepting.tolist(), b.accepting.tolist()
+    ids = {(a.start, b.start): 0}
+    pairs = [(a.start, b.start)]
+    rows = []
+    i = 0
+    while i < len(pairs):
+        sa, sb = pairs[i]
+        ra = ta[sa]
+        rb = tb[sb] if sb >= 0 else None
+        row = [-1] * 256
+        for byte in range(256):
+            x = ra[byte]
+            if x < 0:
+                continue
+            key = (x, rb[byte] if rb is not None else -1)
+            j = ids.get(key)
+            if j is None:
+                j = len(pairs)
+                if j >= max_states:
+                    raise ConstraintTooLarge(f"difference exceeds {max_states} states", "max_states")
+                ids[key] = j
+                pairs.append(key)
+            row[byte] = j
+        rows.append(row)
+        i += 1
+    acc = np.array([acc_a[x] and not (y >= 0 and acc_b[y]) for x, y in pairs])
+    return ByteDFA(np.array(rows, dtype=np.int32), acc, 0)
+
+
+# ---- the JSON encoding transducer ------------------------------------------------------------
+_HEX = {**{ord(c): i for i, c in enumerate("0123456789abcdef")}, **{ord(c): i for i, c in enumerate("0123456789ABCDEF")}}
+_SHORT = {ord('"'): 0x22, ord("\\"): 0x5C, ord("/"): 0x2F, ord("b"): 8, ord("f"): 12, ord("n"): 10, ord("r"): 13, ord("t"): 9}
+
+
+def json_string_dfa(value: ByteDFA, *, max_states: int = 200_000) -> ByteDFA:
+    """DFA over JSON string text (quotes included) whose decoded value ``value`` accepts.
+
+    State ids: 0 = before the opening quote, 1 = after the closing quote, ``2 + q`` = inside
+    the string with value state ``q`` (all rows at once with numpy), ``2 + n + q`` = after a
+    backslash; escape states ``(kind, q, pending_bits)`` of a ``\\uXXXX`` escape are made
+    lazily, one hex digit at a time (each digit either completes a UTF-8 byte, stepping
+    ``q``, or is remembered as pending bits).  Lone surrogate escapes are rejected (they
+    denote no Unicode scalar value).
+    """
+    if value.is_empty():
+        return ByteDFA.empty()
+    T = value.table
+    n = value.n_states
+    Tl = T.tolist()
+    main0, esc0 = 2, 2 + n
+    base = np.full((2 + 2 * n, 256), -1, dtype=np.int32)
+    base[0, 0x22] = main0 + value.start
+    main = np.where(T >= 0, T + main0, -1).astype(np.int32)
+    main[:, :0x20] = -1
+    main[:, 0x22] = np.where(value.accepting, 1, -1)
+    main[:, 0x5C] = esc0 + np.arange(n, dtype=np.int32)
+    base[main0 : main0 + n] = main
+    for b, v in _SHORT.items():
+        col = T[:, v]
+        base[esc0 : esc0 + n, b] = np.where(col >= 0, col + main0, -1)
+
+    def st(q: int, b: int) -> int:
+        return Tl[q][b] if q >= 0 else -1
+
+    ids: dict[tuple, int] = {}
+    order: list[tuple] = []
+    first = 2 + 2 * n
+
+    def sid(s: tuple) -> int:
+        kind, q, _ = s
+        if q < 0:
+            return -1
+        if kind == "main":
+            return main0 + q
+        j = ids.get(s)
+        if j is None:
+            j = first + len(order)
+            if j >= max_states:
+                raise ConstraintTooLarge(f"JSON string automaton exceeds {max_states} states", "max_states")
+            ids[s] = j
+            order.append(s)
+        return j
+
+    ucol = ord("u")
+    for q in range(n):
+        base[esc0 + q, ucol] = sid(("u", q, 0))
+    rows: list[list[int]] = []
+    i = 0
+    while i < len(order):
+        kind, q, x = order[i]
+        row = [-1] * 256
+        if kind == "lo_bs":
+            row[0x5C] = sid(("lo_u", q, x))
+        elif kind == "lo_u":
+            row[ucol] = sid(("lo_d", q, x))
+        else:
+            for b, h in _HEX.items():
+                nxt = _hex_step(kind, q, x, h, st)
+                if nxt is not None:
+                    row[b] = sid(nxt)
+        rows.append(row)
+        i += 1
+    table = np.concatenate([base, np.array(rows, dtype=np.int32).reshape(-1, 256)]) if rows else base
+    acc = np.zeros(len(table), dtype=bool)
+    acc[1] = True
+    return ByteDFA(table, acc, 0)
+
+
+def _hex_step(kind: str, q: int, x: int, h: int, st) -> tuple | None:
+    """One hex digit of a ``\\u`` escape (see :func:`json_string_dfa`)."""
+    if kind == "u":  # first digit h1
+        if h == 0:
+            return ("u0", q, 0)
+        if h == 0xD:
+            return ("uD", q, 0)
+        return ("c3", st(q, 0xE0 | h), 0)  # 3-byte char, lead byte known
+    if kind == "u0":  # h1 = 0, this is h2
+        if h == 0:
+            return ("u00", q, 0)
+        if h < 8:
+            return ("c2", q, h)  # 2-byte char, h2 pending
+        return ("c3h2", st(q, 0xE0), h)
+    if kind == "uD":  # h1 = D
+        if h < 8:
+            return ("c3h2", st(q, 0xED), h)
+        if h < 0xC:
+            return ("hi1", q, h - 8)  # high surrogate
+        return None  # lone low surrogate
+    if kind == "c3":  # lead consumed; this is h2
+        return ("c3h2", q, h)
+    if kind == "c3h2":  # h2 pending (x); this is h3 -> second byte
+        return ("tail", st(q, 0x80 | (x << 2) | (h >> 2)), h & 3)
+    if kind == "u00":  # cp < 0x100; this is h3
+        if h < 8:
+            return ("ascii", q, h)
+        return ("tail", st(q, 0xC0 | (h >> 2)), h & 3)
+    if kind == "c2":  # cp in 0x100..0x7FF, h2 pending; this is h3
+        return ("tail", st(q, 0xC0 | (x << 2) | (h >> 2)), h & 3)
+    if kind == "ascii":  # this is h4
+        return ("main", st(q, (x << 4) | h), 0)
+    if kind == "tail":  # two pending bits; this is h4 -> last byte
+        return ("main", st(q, 0x80 | (x << 4) | h), 0)
+    if kind == "hi1":  # x = 2 bits of the high surrogate; this is h3
+        # w = (cp >> 10) = hi10 + 0x40; adding 0x40 never carries out of h4's nibble, so
+        # the lead byte (w >> 8) and bits 4..7 of w are known now
+        w_hi = ((x << 8) | (h << 4)) + 0x40
+        return ("hi1b", st(q, 0xF0 | (w_hi >> 8)), (w_hi >> 4) & 0xF)
+    if kind == "hi1b":  # q has consumed the 4-byte lead; x = bits 4..7 of w; this is h4
+        q2 = st(q, 0x80 | (x << 2) | (h >> 2))
+        return ("lo_bs", q2, h & 3)
+    if kind == "lo_d":  # expects 'd'/'D'
+        return ("lo_h2", q, x) if h == 0xD else None
+    if kind == "lo_h2":  # expects c..f
+        if h < 0xC:
+            return None
+        return ("lo_h3", q, (x << 2) | (h - 0xC))
+    if kind == "lo_h3":  # x = 2 bits (w&3) + 2 bits of lo; this is h3'
+        return ("tail", st(q, 0x80 | (x << 2) | (h >> 2)), h & 3)
+    return None
+
+
+_WS_SPLIT = re.compile(r"\s+")
+
+
+_J1: ByteDFA | None = None
+
+
+def json_length_string_dfa(min_len: int, max_len: int | None) -> ByteDFA:
+    """JSON strings whose value has ``min_len..max_len`` code points, by tiling.
+
+    The one-character JSON automaton (literal, short escape, ``\\uXXXX`` or a surrogate
+    pair) is copied once per count, so large bounds cost numpy block copies, not a
+    transduction of a counting automaton.
+    """
+    global _J1
+    if max_len is not None and max_len > 4 * MAX_EXACT_LENGTH:
+        raise ConstraintTooLarge(f"maxLength {max_len} exceeds {4 * MAX_EXACT_LENGTH}", "max_length")
+    if min_len > 4 * MAX_EXACT_LENGTH:
+        raise ConstraintTooLarge(f"minLength {min_len} exceeds {4 * MAX_EXACT_LENGTH}", "min_length")
+    if max_len is not None and max_len < min_len:
+        return ByteDFA.empty()
+    if _J1 is None:
+        _J1 = json_string_dfa(length_dfa(1, 1)).minimize()
+    j1 = _J1
+    t1 = j1.table
+    quote = 0x22
+    a = int(t1[j1.start, quote])
+    final = int(t1[a, quote]) if False else None  # a (count 0) is not accepting
+    # b: the count-1 main state, the one whose quote leads to acceptance
+    bs = [s for s in range(j1.n_states) if s != j1.start and t1[s, quote] >= 0 and j1.accepting[t1[s, quote]]]
+    b = bs[0]
+    final = int(t1[b, quote])
+    middle = [s for s in range(j1.n_states) if s not in (j1.start, final, b)]
+    idx = {s: i for i, s in enumerate(middle)}
+    m = len(middle)
+    top = max_len if max_len is not None else min_len
+    copies = top + 1
+    n = copies * m + 2
+    start_id, final_id = n - 2, n - 1
+    table = np.full((n, 256), -1, dtype=np.int32)
+    sub = t1[middle]  # (m, 256)
+    local = np.full(j1.n_states, -1, dtype=np.int64)
+    for s, i in idx.items():
+        local[s] = i
+    to_b = sub == b
+    inner = np.where(sub >= 0, local[np.maximum(sub, 0)], -1)
+    inner[to_b] = -2  # marker: next copy's a
+    inner[sub == final] = -1
+    a_local = idx[a]
+    for c in range(copies):
+        block = np.where(inner >= 0, inner + c * m, -1)
+        if c < top:
+            block[inner == -2] = (c + 1) * m + a_local
+        elif max_len is None:
+            block[inner == -2] = c * m + a_local
+        table[c * m : (c + 1) * m] = block
+        if c >= min_len:
+            table[c * m + a_local, quote] = final_id
+    table[start_id, quote] = a_local
+    acc = np.zeros(n, dtype=bool)
+    acc[final_id] = True
+    return ByteDFA(table, acc, start_id)
