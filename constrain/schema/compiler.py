@@ -339,10 +339,50 @@ class Compiler:
         self.b.set_rule(name, [(self.gen_parts(parts, ptr),)])
         return name
 
+    def raw(self, schema: Any, res: Any, ptr: str) -> list | None:
+        """A lazily compiled conjunct: ``[(schema, res, ptr)]``, ``[]`` for true, None for false."""
+        if schema is False:
+            return None
+        if schema is True:
+            return []
+        return [(schema, res, ptr)]
+
+    def conj(self, raws: list, ptr: str) -> str:
+        """Symbol for the conjunction of raw subschemas: one rule per raw schema when alone
+        (so recursion through properties/items terminates), merged when several."""
+        if not raws:
+            return self.any_value()
+        if len(raws) == 1:
+            return self.gen(*raws[0])
+        parts: list[Part] = []
+        for sch, res, where in raws:
+            f = self.flatten(sch, res, where)
+            if f is None:
+                return self.nothing()
+            parts.extend(f)
+        self.depth += 1
+        try:
+            if self.depth > 4 * self.max_depth:
+                self.approx("$ref", ptr, "merged recursion deeper than max_depth; any value")
+                return self.any_value()
+            return self.gen_parts(parts, ptr)
+        finally:
+            self.depth -= 1
+
     def gen_parts(self, parts: list[Part], ptr: str, budget: list[int] | None = None) -> str:
         """Symbol for the conjunction of ``parts`` (distributing unions)."""
         if budget is None:
             budget = [MAX_BRANCHES]
+        self.depth += 1
+        try:
+            if self.depth > 8 * self.max_depth:
+                self.approx("$ref", ptr, "nesting deeper than max_depth; any value")
+                return self.any_value()
+            return self._gen_parts(parts, ptr, budget)
+        finally:
+            self.depth -= 1
+
+    def _gen_parts(self, parts: list[Part], ptr: str, budget: list[int]) -> str:
         for i, p in enumerate(parts):
             branches = self.split(p)
             if branches is None:
@@ -843,7 +883,7 @@ class Compiler:
                 for j, sub in enumerate(pitems):
                     while len(prefix) <= j:
                         prefix.append(list(rest) if not rest_false else None)
-                    f = self.flatten(sub, res, f"{p.ptr}/{pname}/{j}")
+                    f = self.raw(sub, res, f"{p.ptr}/{pname}/{j}")
                     if f is None or prefix[j] is None:
                         prefix[j] = None
                     else:
@@ -853,7 +893,7 @@ class Compiler:
                 n_pre = 0
             if tail is not None and tail is not True:
                 tname = "additionalItems" if legacy and pitems is not None else "items"
-                f = self.flatten(tail, res, f"{p.ptr}/{tname}")
+                f = self.raw(tail, res, f"{p.ptr}/{tname}")
                 # applies to positions >= n_pre of this part
                 for j in range(n_pre, len(prefix)):
                     if f is None or prefix[j] is None:
@@ -880,7 +920,7 @@ class Compiler:
             if "contains" in s:
                 mc = int(s.get("minContains", 1)) if self.draft in ("2019-09", "2020-12") else 1
                 xc = s.get("maxContains") if self.draft in ("2019-09", "2020-12") else None
-                f = self.flatten(s["contains"], res, p.ptr + "/contains")
+                f = self.raw(s["contains"], res, p.ptr + "/contains")
                 if f is None:
                     if mc > 0:
                         return None
@@ -923,14 +963,14 @@ class Compiler:
             key = min(j, n_pre)
             if key not in syms:
                 ps = prefix[j] if j < n_pre else rest
-                syms[key] = None if ps is None else self.gen_parts(ps, ptr + f"/items/{j}")
+                syms[key] = None if ps is None else self.conj(ps, ptr + f"/items/{j}")
             return syms[key]
 
         def citem(j: int) -> str | None:
             key = min(j, n_pre)
             if key not in csyms:
                 ps = prefix[j] if j < n_pre else rest
-                csyms[key] = None if ps is None else self.gen_parts(ps + con[0], ptr + "/contains")
+                csyms[key] = None if ps is None else self.conj(ps + con[0], ptr + "/contains")
             return csyms[key]
 
         top = max(n_pre, min_i, (max_i + 1) if max_i is not None else 0, 1)
@@ -1021,7 +1061,7 @@ class Compiler:
                 if not matched and "additionalProperties" in s:
                     contributions.append((s["additionalProperties"], f"{p.ptr}/additionalProperties"))
                 for sub, where in contributions:
-                    f = self.flatten(sub, p.res, where)
+                    f = self.raw(sub, p.res, where)
                     if f is None:
                         acc = None
                         break
@@ -1044,7 +1084,7 @@ class Compiler:
         for p in parts:
             s = p.schema
             if "additionalProperties" in s:
-                f = self.flatten(s["additionalProperties"], p.res, p.ptr + "/additionalProperties")
+                f = self.raw(s["additionalProperties"], p.res, p.ptr + "/additionalProperties")
                 if f is None:
                     add_false = True
                 else:
@@ -1064,7 +1104,7 @@ class Compiler:
                     self.approx("patternProperties", pptr, f"pattern not expressed ({e}); matches any key")
                     pd = None
                 pat_dfas.append(pd)
-                fsub = self.flatten(sub, res, pptr)
+                fsub = self.raw(sub, res, pptr)
                 if fsub is None:
                     continue
                 kd = pd if pd is not None else regex_to_dfa(r"[\s\S]*")
@@ -1075,7 +1115,7 @@ class Compiler:
                 if not kd.is_empty():
                     if len(patterns) > 1:
                         self.warnings.append(f"{pptr}: patternProperties: keys matching several patterns need only one")
-                    extras.append((self.key_dfa(kd), self.gen_parts(fsub, pptr)))
+                    extras.append((self.key_dfa(kd), self.conj(fsub, pptr)))
             if not add_false:
                 any_str = regex_to_dfa(r"[\s\S]*")
                 kd = any_str if base_names is None else base_names
@@ -1085,7 +1125,7 @@ class Compiler:
                 if listed_keys:
                     kd = sx.difference(kd, sx.literal_value_dfa(listed_keys))
                 if not kd.is_empty():
-                    vsym = self.gen_parts(add_parts, ptr + "/additionalProperties")
+                    vsym = self.conj(add_parts, ptr + "/additionalProperties")
                     if kd is any_str:
                         ksym = b.regex(sx.ANY_JSON_STRING)
                     else:
@@ -1098,7 +1138,7 @@ class Compiler:
         for k, ps in listed.items():
             if ps is None:
                 continue
-            entries.append(([self.key_literal(k)], self.gen_parts(ps, f"{ptr}/properties/{k}"), k in required))
+            entries.append(([self.key_literal(k)], self.conj(ps, f"{ptr}/properties/{k}"), k in required))
         return self.object_from(entries, extras, min_p, max_p, self.order, ptr)
 
     def name_dfa(self, schema: Any, res: Any, ptr: str) -> ByteDFA | bool | None:
