@@ -69,9 +69,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--gen-timeout",
         type=float,
-        default=60.0,
+        default=20.0,
         metavar="S",
-        help="seconds to generate instances for a schema without tests [%(default)s]",
+        help="seconds to generate valid instances for a schema without tests [%(default)s]",
     )
     p.add_argument(
         "--max-new-tokens", type=int, default=64, help="model mode: tokens per generation [%(default)s]"
@@ -85,7 +85,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="only summarise the existing results in OUT")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, run=run)
     return p
 
 
@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model,
         "max_new_tokens": args.max_new_tokens,
         "log": str(out / "workers.log"),
+        "gen_budget": args.gen_timeout,
     }
 
     def on_generated(split: str, sid: str, values: list[Any]) -> None:
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     pool = WorkerPool(
         args.workers,
         config,
-        Limits(timeout=args.timeout, generate=args.gen_timeout),
+        Limits(timeout=args.timeout, generate=args.gen_timeout + 30),
         on_generated=on_generated,
     )
     bar = _progress(total, args.no_progress)

@@ -13,7 +13,10 @@ see the same instances, and keep only those ``jsonschema`` (with format checks) 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,25 +140,65 @@ def is_valid(schema: Any, value: Any) -> bool:
         return False
 
 
-def generate_valid(schema: Any, n: int = 2, max_examples: int = 25) -> list[Any]:
+def generate_valid(schema: Any, n: int = 2, max_examples: int = 25, time_budget: float = 20.0) -> list[Any]:
     """Up to ``n`` distinct valid instances of ``schema`` from hypothesis-jsonschema.
 
     Derandomised (same schema, same instances on every run) and checked with ``jsonschema``
     (formats included), so a generator bug cannot turn into a false reject.  Returns ``[]``
-    when the schema is outside what the generator supports.
+    when the schema is outside what the generator supports.  Generation stops as soon as
+    ``n`` are found, and after ``time_budget`` seconds (some real schemas take minutes to
+    canonicalise) it returns what it has; the worker pool's deadline is only the backstop.
     """
     try:
-        from hypothesis import HealthCheck, Phase, given, settings
         from hypothesis_jsonschema import from_schema
     except ImportError:  # pragma: no cover - dev dependency
         return []
     found: list[Any] = []
     seen: set[str] = set()
+    with _time_limit(time_budget):
+        try:
+            validator = validator_for(schema)
+            strategy = from_schema(schema)
+        except BaseException as exc:  # noqa: BLE001 - unsupported by the generator, or out of time
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return []
+        _collect(strategy, validator, found, seen, n, max_examples)
+    return [order_like_schema(schema, v) for v in found]
+
+
+class _OutOfTime(BaseException):
+    """Raised by the alarm inside generation (a BaseException so no library swallows it)."""
+
+
+class _Enough(Exception):
+    """Raised inside the hypothesis test once enough instances are found."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _OutOfTime
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        validator = validator_for(schema)
-        strategy = from_schema(schema)
-    except Exception:  # noqa: BLE001 - unsupported by the generator or jsonschema
-        return []
+        yield
+    except _OutOfTime:
+        pass
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _collect(
+    strategy: Any, validator: Any, found: list[Any], seen: set[str], n: int, max_examples: int
+) -> None:
+    from hypothesis import HealthCheck, Phase, given, settings
 
     @settings(
         database=None,
@@ -178,12 +221,13 @@ def generate_valid(schema: Any, n: int = 2, max_examples: int = 25) -> list[Any]
         if ok and text not in seen:
             seen.add(text)
             found.append(value)
+        if len(found) >= n:
+            raise _Enough
 
     try:
         collect()
-    except Exception:  # noqa: BLE001 - hypothesis gave up (unsatisfiable, too slow, ...)
+    except Exception:  # noqa: BLE001 - _Enough, or hypothesis gave up (unsatisfiable, too slow, ...)
         pass
-    return [order_like_schema(schema, v) for v in found]
 
 
 def order_like_schema(schema: Any, value: Any, _root: Any = None, _depth: int = 0) -> Any:

@@ -113,6 +113,17 @@ class ConstrainAdapter(Adapter):
         from constrain.engine.matcher import allocate_bitmask
 
         self._bitmask = allocate_bitmask(len(self.vocab))
+        # load the numba kernels (cache=True) now, so first-call cost is not a mask time
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            import constrain
+
+            constrain.compile(constrain.regex("[a-z]+"), self.vocab).matcher().fill_mask(self._bitmask)
+        except Exception:  # noqa: BLE001 - warm-up only; real errors surface per schema
+            pass
+        self.warmup_s = time.perf_counter() - t0
 
     def compile(self, schema: Any) -> Any:
         import constrain

@@ -84,7 +84,11 @@ def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
             elif not case.tests and generate:
                 conn.send(("phase", None, "generate"))
             instances = prepare_instances(
-                case, vocab, generate=generate, n_generate=config.get("n_generate", 2)
+                case,
+                vocab,
+                generate=generate,
+                n_generate=config.get("n_generate", 2),
+                time_budget=config.get("gen_budget", 20.0),
             )
             if (
                 generate

@@ -21,7 +21,7 @@ from constrain.cli.jsb.engines import Adapter, CompileError, bit
 
 
 def prepare_instances(
-    case: SchemaCase, vocab: Any, *, generate: bool = True, n_generate: int = 2
+    case: SchemaCase, vocab: Any, *, generate: bool = True, n_generate: int = 2, time_budget: float = 20.0
 ) -> list[dict]:
     """Instances of ``case`` as ``{"valid", "generated", "tokens"}``, tokenised once for all engines.
 
@@ -33,7 +33,10 @@ def prepare_instances(
 
     tests = list(case.tests)
     if not tests and generate:
-        tests = [Instance(v, True, generated=True) for v in generate_valid(case.schema, n=n_generate)]
+        tests = [
+            Instance(v, True, generated=True)
+            for v in generate_valid(case.schema, n=n_generate, time_budget=time_budget)
+        ]
     out = []
     for t in tests:
         try:
