@@ -229,8 +229,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _finish(args, store, records, engines, markdown, plot, summarize) -> int:
+    from constrain.cli.jsb.report import comparison
+
     rows = summarize(records, engines)
     table = markdown(rows)
+    versus = comparison(rows)
+    if versus:
+        table += "\n" + versus
     out = store.path.parent
     (out / "summary.md").write_text(table, encoding="utf-8")
     print(table, end="")

@@ -182,13 +182,12 @@ class LLGuidanceAdapter(Adapter):
         m = ll.LLMatcher(self.tok, grammar, log_level=0)
         if m.is_error():
             raise CompileError(m.get_error())
-        return grammar
+        return m  # a template at the start state; each instance gets a copy
 
     def matcher(self, compiled: Any) -> Any:
-        m = self._ll.LLMatcher(self.tok, compiled, log_level=0)
-        if m.is_error():
-            raise RuntimeError(m.get_error())
-        return m
+        # deep_copy keeps the compiled grammar (and the lexer states built lazily so far),
+        # the way a server reuses one grammar for many sequences
+        return compiled.deep_copy()
 
     def fill(self, m: Any) -> np.ndarray:
         m.unsafe_compute_mask_ptr(self._words.ctypes.data, self._words.nbytes)

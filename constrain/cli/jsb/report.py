@@ -215,3 +215,33 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def comparison(rows: list[dict[str, Any]], baseline: str = "llguidance") -> str:
+    """TOTAL of every engine against ``baseline`` in the same run, times as ratios (engine mode).
+
+    The acceptance goals of the benchmark are phrased against llguidance (more schemas
+    passing, zero false accepts, no more false rejects, lower average mask time), so this
+    puts exactly those numbers next to each other; ratios < 1 mean faster than the baseline.
+    """
+    totals = {r["engine"]: r for r in rows if r["split"] == TOTAL and "passing" in r}
+    base = totals.get(baseline)
+    if base is None or len(totals) < 2:
+        return ""
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}x" if a is not None and b not in (None, 0) else "-"
+
+    lines = [
+        f"Against {baseline} (TOTAL; time ratios < 1 are faster):",
+        "",
+        "| engine | passing | vs base | false accept | false reject | mask avg | mask p50 | mask p99 | compile p50 |",
+        "|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e, r in totals.items():
+        lines.append(
+            f"| {e} | {r['passing']} | {r['passing'] - base['passing']:+d} | {r['false_accept']} | {r['false_reject']} | "
+            f"{ratio(r['mask_avg_us'], base['mask_avg_us'])} | {ratio(r['mask_p50_us'], base['mask_p50_us'])} | "
+            f"{ratio(r['mask_p99_us'], base['mask_p99_us'])} | {ratio(r['compile_p50_ms'], base['compile_p50_ms'])} |"
+        )
+    return "\n".join(lines) + "\n"
