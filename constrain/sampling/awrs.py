@@ -1,0 +1,210 @@
+"""Adaptive weighted rejection sampling (AWRS) for one step.
+
+Draw tokens from the model's distribution ``p`` *without replacement*, test each with the
+constraint (``Matcher.check`` plus the budget rule), stop at the first valid one: an exact
+sample from ``g(x) = p(x) c(x) / Z``.  A second, independent trace gives the unbiased,
+properly weighted estimate of ``Z`` from Lipkin et al. (2025)::
+
+    trace 0: rejections n0 of total mass psi0, accept x0
+    trace 1: fresh randomness, the rejected set kept (x0 stays eligible), n1 more rejections
+    Z_hat = (1 - psi0) / (n0 + n1 + 1)
+
+Three regimes per trace, all drawing from the same without-replacement process (it is
+memoryless, so switching mid-trace is exact):
+
+* *inverse-CDF redraws* while the rejected mass is small (a draw that hits a rejected token
+  is simply redrawn) -- one O(V) cumulative sum per step, O(1) per draw;
+* *Gumbel keys, lazily ordered* in growing ``argpartition`` blocks once the rejected mass
+  passes one half;
+* *mask mode* after ``max_rejects`` rejections: the full mask is computed once and the rest
+  of the trace is evaluated in closed form (first valid token = arg-max key among valid
+  tokens; rejections = invalid tokens with a larger key), so the (token, weight) pair has
+  exactly the distribution the unbounded walk would have had.  (Returning the exact ``Z``
+  at that point instead would bias the two-trace estimator: it is only unbiased averaged
+  over all split points.)
+
+Dead ends (no valid token) return ``token=None`` and ``log_z=-inf``: a weight of zero,
+never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from constrain.sampling.core import Checker, Proposal
+
+
+@dataclass
+class Draw:
+    """Result of one constrained draw."""
+
+    token: int | None
+    log_z: float  # log of the (estimated or exact) local normaliser; -inf for a dead end
+    rejections: int = 0
+    used_mask: bool = False
+
+
+def gumbel_keys(prop: Proposal, rng: np.random.Generator) -> np.ndarray:
+    """float32 ``log p + Gumbel`` keys (``-inf`` for zero-mass tokens); one vectorised pass."""
+    u = rng.random(len(prop.weights), dtype=np.float32)
+    np.maximum(u, np.float32(1e-30), out=u)
+    with np.errstate(divide="ignore"):
+        g = -np.log(-np.log(u))
+        return np.log(prop.weights) + g
+
+
+def lazy_order(work: np.ndarray, first_block: int = 16) -> Iterator[int]:
+    """Indices of ``work`` in decreasing order, found block by block with ``argpartition``.
+
+    Each yielded index is set to ``-inf`` in ``work`` *before* it is yielded, so a caller that
+    stops early sees the not-yet-visited keys intact.  Stops at ``-inf`` keys.
+    """
+    n = len(work)
+    b = first_block
+    while True:
+        k = min(b, n)
+        idx = np.argpartition(work, n - k)[n - k :]
+        idx = idx[np.argsort(-work[idx], kind="stable")]
+        for i in idx:
+            i = int(i)
+            if work[i] == -np.inf:
+                return
+            work[i] = -np.inf
+            yield i
+        b *= 8
+
+
+class _Trace:
+    """One walk to the first valid token; keeps the rejected set for the next trace."""
+
+    def __init__(self, prop: Proposal, chk: Checker, rng: np.random.Generator, max_rejects: int) -> None:
+        self.prop = prop
+        self.chk = chk
+        self.rng = rng
+        self.max_rejects = max_rejects
+        self.rej: set[int] = set()
+        self.rej_arr: np.ndarray | None = None  # bool, once in mask mode
+        self.mask: np.ndarray | None = None  # the constraint's mask (budget failures cleared)
+        self.psi = 0.0
+
+    def one_minus_psi(self) -> float:
+        if self.rej_arr is not None:
+            return float(self.prop.weights[~self.rej_arr].sum(dtype=np.float64)) / self.prop.total
+        return max(0.0, 1.0 - self.psi)
+
+    def walk(self) -> tuple[int | None, int]:
+        """Returns (accepted token or None, new rejections in this walk)."""
+        if self.rej_arr is not None:
+            return self._mask_mode(gumbel_keys(self.prop, self.rng))
+        prop, chk = self.prop, self.chk
+        n = 0
+        redraws = 0
+        while True:
+            if n >= self.max_rejects:
+                return self._after_lazy(n, gumbel_keys(self.prop, self.rng))
+            if self.psi > 0.5 or redraws > 32:
+                break
+            t = prop.draw(self.rng)
+            if t in self.rej:
+                redraws += 1
+                continue
+            if chk(t):
+                return t, n
+            self.rej.add(t)
+            self.psi += prop.p(t)
+            n += 1
+        # Gumbel phase: the rest of the order, lazily
+        work = gumbel_keys(prop, self.rng)
+        if self.rej:
+            work[np.fromiter(self.rej, dtype=np.int64)] = -np.inf
+        for t in lazy_order(work):
+            if chk(t):
+                return t, n
+            self.rej.add(t)
+            self.psi += prop.p(t)
+            n += 1
+            if n >= self.max_rejects:
+                return self._after_lazy(n, work)
+        return None, n
+
+    def _after_lazy(self, n: int, keys: np.ndarray) -> tuple[int | None, int]:
+        """Switch to mask mode; ``keys`` are valid keys for the not-yet-visited tokens."""
+        arr = np.zeros(len(self.prop.weights), dtype=bool)
+        if self.rej:
+            arr[np.fromiter(self.rej, dtype=np.int64)] = True
+        self.rej_arr = arr
+        x, m = self._mask_mode(keys)
+        return x, n + m
+
+    def _mask_mode(self, keys: np.ndarray) -> tuple[int | None, int]:
+        assert self.rej_arr is not None
+        if self.mask is None:
+            self.mask = self.chk.mask()
+        keys = keys.copy()
+        keys[self.rej_arr] = -np.inf
+        mask = self.mask
+        while True:
+            cand = np.where(mask, keys, np.float32(-np.inf))
+            x = int(np.argmax(cand))
+            if cand[x] == -np.inf:  # nothing valid left: every remaining token is a rejection
+                newly = np.isfinite(keys)
+                self.rej_arr |= newly
+                return None, int(newly.sum())
+            if self.chk.fits_budget(x):
+                break
+            mask[x] = False  # over budget: a rejection like any other
+        newly = (keys > keys[x]) & ~mask
+        self.rej_arr |= newly
+        return x, int(newly.sum())
+
+
+def awrs_sample(
+    prop: Proposal,
+    chk: Checker,
+    rng: np.random.Generator,
+    *,
+    max_rejects: int = 64,
+    estimate: bool = True,
+) -> Draw:
+    """One AWRS step: an exact draw from the constrained distribution and ``log Z_hat``.
+
+    ``estimate=False`` skips trace 1 (plain adaptive rejection sampling; ``log_z`` is then
+    NaN), for callers that only need the token.
+    """
+    t0 = _Trace(prop, chk, rng, max_rejects)
+    x0, n0 = t0.walk()
+    if x0 is None:
+        return Draw(None, -math.inf, n0, t0.rej_arr is not None)
+    if not estimate:
+        return Draw(x0, math.nan, n0, t0.rej_arr is not None)
+    one_minus_psi0 = t0.one_minus_psi()
+    # trace 1 continues from trace 0's rejected set with fresh randomness
+    _, n1 = t0.walk()
+    log_z = math.log(one_minus_psi0) - math.log(n0 + n1 + 1) if one_minus_psi0 > 0 else -math.inf
+    return Draw(x0, log_z, n0 + n1, t0.rej_arr is not None)
+
+
+def greedy_sample(prop: Proposal, chk: Checker, *, max_rejects: int = 64) -> Draw:
+    """The most likely valid token (temperature 0): walk the logits in order, mask after a while."""
+    work = prop.logits.astype(np.float32, copy=True)
+    work[prop.weights == 0] = -np.inf
+    n = 0
+    for t in lazy_order(work):
+        if chk(t):
+            return Draw(t, 0.0, n)
+        n += 1
+        if n >= max_rejects:
+            mask = chk.mask()
+            while True:
+                cand = np.where(mask, work, np.float32(-np.inf))
+                x = int(np.argmax(cand))
+                if cand[x] == -np.inf:
+                    return Draw(None, -math.inf, n, True)
+                if chk.fits_budget(x):
+                    return Draw(x, 0.0, n, True)
+                mask[x] = False
+    return Draw(None, -math.inf, n)

@@ -1,0 +1,148 @@
+"""Budget-aware completion: finish inside ``max_new_tokens`` with a complete, valid text.
+
+Invariant kept by every sampler: with ``R`` tokens left *including the current step*, the
+shortest completion ``d`` of the text so far satisfies ``d <= R`` (the vocabulary has every
+single byte as a token, so ``d`` bytes need at most ``d`` tokens).  A token ``t`` keeps the
+invariant iff the shortest completion after it is ``<= R - 1``; EOS keeps it iff the text
+is complete.  Starting from ``d <= max_new_tokens`` a valid choice always exists (a byte on
+a shortest path lowers ``d`` by one), so the output ends complete.  The check is lazy: the
+samplers evaluate it only for tokens they draw, never for the whole vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from constrain.errors import ConstrainError
+
+if TYPE_CHECKING:
+    from constrain.engine.matcher import Matcher
+
+
+class BudgetTooSmall(ConstrainError):
+    """``max_new_tokens`` is below the shortest possible completion of the constraint."""
+
+    def __init__(self, needed: int, budget: int) -> None:
+        super().__init__(
+            f"max_new_tokens={budget} is too small: the shortest text satisfying the constraint "
+            f"needs {needed} bytes (at worst one token per byte); raise max_new_tokens to at least {needed}"
+        )
+        self.needed = needed
+        self.budget = budget
+
+
+def require_budget(matcher: Matcher, max_new_tokens: int) -> None:
+    """Raise :class:`BudgetTooSmall` when no output can fit (checked once, before decoding)."""
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    d = matcher.shortest_completion_bytes()
+    if d > max_new_tokens:
+        raise BudgetTooSmall(d, max_new_tokens)
+
+
+def _dfa_parts(matcher: Matcher):
+    """(dfa, state) for the DFA matcher's cheap path, else None."""
+    dfa = getattr(getattr(matcher, "compiled", None), "dfa", None)
+    state = getattr(matcher, "state", None)
+    if dfa is None or not isinstance(state, int | np.integer):
+        return None
+    return dfa, int(state)
+
+
+def completion_after(matcher: Matcher, token_id: int) -> int:
+    """Shortest completion (bytes) after advancing ``token_id``; the token must be allowed.
+
+    DFA matchers answer from the table and the distance array without copying; other
+    matchers use ``copy(); advance(); shortest_completion_bytes()``.
+    """
+    eos = matcher.vocab.eos_token_ids
+    if token_id in eos:
+        return 0
+    parts = _dfa_parts(matcher)
+    if parts is not None and not matcher.is_terminated():
+        dfa, state = parts
+        s = dfa.run(state, matcher.vocab.token_bytes(token_id))
+        return int(dfa.distances[s]) if s >= 0 else 1 << 30
+    m2 = matcher.copy()
+    m2.advance(token_id)
+    return m2.shortest_completion_bytes()
+
+
+def fits(matcher: Matcher, token_id: int, remaining: int | None) -> bool:
+    """Whether an *allowed* ``token_id`` keeps the budget invariant with ``remaining`` tokens left.
+
+    ``remaining`` counts the current step; ``None`` means no budget.
+    """
+    if remaining is None:
+        return True
+    if token_id in matcher.vocab.eos_token_ids:
+        return True  # EOS ends the text; it is allowed only when the text is complete
+    return completion_after(matcher, token_id) <= remaining - 1
+
+
+def budget_mask(matcher: Matcher, allowed: np.ndarray, remaining: int | None) -> np.ndarray:
+    """``allowed`` restricted to the tokens that fit the budget (whole-vocabulary version).
+
+    Used by the Hugging Face ``LogitsProcessor``, which must hand ``generate`` a full mask.
+    DFA matchers are vectorised over the vocabulary with the target-state kernel and skipped
+    entirely while ``remaining - 1`` exceeds every state's distance; other matchers are
+    checked token by token (only while the budget is within reach of the longest token).
+    """
+    if remaining is None:
+        return allowed
+    parts = _dfa_parts(matcher)
+    if parts is not None:
+        dfa, state = parts
+        dist = dfa.distances
+        if remaining - 1 >= int(dist.max(initial=0)):
+            return allowed
+        targets = _token_targets(matcher, state)
+        ok = np.zeros(len(allowed), dtype=bool)
+        live = targets >= 0
+        ok[live] = dist[targets[live]] <= remaining - 1
+        for e in matcher.vocab.eos_token_ids:
+            ok[e] = True
+        return allowed & ok
+    out = allowed.copy()
+    d = matcher.shortest_completion_bytes()
+    longest = _longest_token(matcher)
+    if remaining - 1 >= d + longest:
+        # a cheap sufficient screen for generic matchers: documented as best effort, the
+        # samplers' lazy check is exact
+        return out
+    for t in np.flatnonzero(allowed):
+        if not fits(matcher, int(t), remaining):
+            out[t] = False
+    return out
+
+
+_TARGET_DATA: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _vocab_arrays(vocab) -> tuple[np.ndarray, np.ndarray]:
+    key = id(vocab)
+    got = _TARGET_DATA.get(key)
+    if got is None:
+        toks = [vocab.token_bytes(i) for i in range(len(vocab))]
+        offsets = np.zeros(len(toks) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in toks])
+        data = np.frombuffer(b"".join(toks), dtype=np.uint8).copy()
+        got = (offsets, data)
+        _TARGET_DATA[key] = got
+    return got
+
+
+def _token_targets(matcher: Matcher, state: int) -> np.ndarray:
+    from constrain.engine import kernels
+
+    offsets, data = _vocab_arrays(matcher.vocab)
+    out = np.empty(len(offsets) - 1, dtype=np.int32)
+    kernels.dfa_token_targets(matcher.compiled.dfa.table, state, offsets, data, out)
+    return out
+
+
+def _longest_token(matcher: Matcher) -> int:
+    offsets, _ = _vocab_arrays(matcher.vocab)
+    return int(np.diff(offsets).max(initial=0))

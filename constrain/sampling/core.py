@@ -1,0 +1,166 @@
+"""Shared pieces of every sampler: the model distribution after temperature/top-k/top-p, and
+the per-step verdict cache.
+
+All per-step vocabulary work is one float32 pass (scale, filter, ``exp``) plus a float64
+cumulative sum for inverse-CDF draws; nothing sorts the whole vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from constrain.sampling.budget import fits
+
+if TYPE_CHECKING:
+    from constrain.engine.matcher import Matcher
+    from constrain.sampling.stats import SamplingStats
+
+
+class Proposal:
+    """The model's next-token distribution ``p`` after temperature, top-k and top-p.
+
+    ``weights`` holds unnormalised float32 masses (``exp(logit/T - max)``, 0 for filtered
+    tokens); ``p(t) = weights[t] / total``.  Draws use a lazily built float64 CDF.
+    """
+
+    __slots__ = ("weights", "total", "_cdf", "logits")
+
+    def __init__(
+        self,
+        logits: np.ndarray,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+    ) -> None:
+        x = np.asarray(logits, dtype=np.float32).reshape(-1)
+        if not np.isfinite(x).any() and not (x == np.inf).any():
+            raise ValueError("every logit is -inf or NaN: the model gives no token any probability")
+        if np.isnan(x).any():
+            raise ValueError("the model's logits contain NaN")
+        if temperature <= 0:
+            raise ValueError("temperature must be > 0 for sampling (use greedy=True for argmax)")
+        if temperature != 1.0:
+            x = x * np.float32(1.0 / temperature)
+        if top_k is not None and 0 < top_k < len(x):
+            kth = np.partition(x, len(x) - top_k)[len(x) - top_k]
+            x = np.where(x >= kth, x, np.float32(-np.inf))
+        self.logits = x
+        w = np.exp(x - x.max(), dtype=np.float32)
+        if top_p is not None and 0 < top_p < 1:
+            w = _top_p(w, top_p)
+        self.weights = w
+        self.total = float(w.sum(dtype=np.float64))
+        self._cdf: np.ndarray | None = None
+
+    def p(self, t: int) -> float:
+        return float(self.weights[t]) / self.total
+
+    def mass(self, tokens) -> float:
+        idx = np.fromiter(tokens, dtype=np.int64) if not isinstance(tokens, np.ndarray) else tokens
+        return float(self.weights[idx].sum(dtype=np.float64)) / self.total if len(idx) else 0.0
+
+    def draw(self, rng: np.random.Generator) -> int:
+        if self._cdf is None:
+            self._cdf = np.cumsum(self.weights, dtype=np.float64)
+        cdf = self._cdf
+        t = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+        t = min(t, len(cdf) - 1)
+        while self.weights[t] == 0:  # the boundary of a zero-mass run: step back to a real token
+            t -= 1
+        return t
+
+    def log_p(self) -> np.ndarray:
+        """Normalised float32 log-probabilities (``-inf`` for filtered tokens)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.weights) - np.float32(np.log(self.total))
+
+
+def _top_p(w: np.ndarray, top_p: float) -> np.ndarray:
+    """Keep the smallest high-probability set with mass >= top_p (nucleus); one partial sort."""
+    total = float(w.sum(dtype=np.float64))
+    k = 64
+    n = len(w)
+    while True:
+        k = min(k, n)
+        idx = np.argpartition(w, n - k)[n - k :]
+        idx = idx[np.argsort(-w[idx], kind="stable")]
+        c = np.cumsum(w[idx], dtype=np.float64)
+        hit = np.searchsorted(c, top_p * total, side="left")
+        if hit < k or k == n:
+            keep = idx[: min(hit + 1, k)]
+            out = np.zeros_like(w)
+            out[keep] = w[keep]
+            return out
+        k *= 8
+
+
+def state_key(matcher: Matcher):
+    """A hashable key for the matcher's state, shared by equal states where cheap to know."""
+    s = getattr(matcher, "state", None)
+    if isinstance(s, int | np.integer):
+        return ("dfa", id(matcher.compiled), int(s), matcher.is_terminated())
+    return ("obj", id(matcher))
+
+
+class Checker:
+    """``valid(t)`` = ``matcher.check(t)`` and the budget rule, cached per (state, token).
+
+    One instance per (matcher, step); pass the same ``cache`` dict to the checkers of all
+    particles in a step so equal states share verdicts.
+    """
+
+    __slots__ = ("matcher", "remaining", "stats", "cache", "key", "budget_rejected")
+
+    def __init__(
+        self,
+        matcher: Matcher,
+        remaining: int | None = None,
+        stats: SamplingStats | None = None,
+        cache: dict | None = None,
+    ) -> None:
+        self.matcher = matcher
+        self.remaining = remaining
+        self.stats = stats
+        self.cache = {} if cache is None else cache
+        self.key = state_key(matcher)
+        self.budget_rejected = 0
+
+    def __call__(self, t: int) -> bool:
+        k = (self.key, t)
+        v = self.cache.get(k)
+        if v is not None:
+            if self.stats is not None:
+                self.stats.cache_hits += 1
+            return v
+        v = self.matcher.check(t)
+        if self.stats is not None:
+            self.stats.checks += 1
+        if v and self.remaining is not None:
+            if self.stats is not None:
+                self.stats.budget_checks += 1
+            if not fits(self.matcher, t, self.remaining):
+                v = False
+                self.budget_rejected += 1
+        self.cache[k] = v
+        return v
+
+    def fits_budget(self, t: int) -> bool:
+        """Budget rule alone, for tokens a mask already allowed."""
+        if self.remaining is None:
+            return True
+        k = (self.key, t, "budget")
+        v = self.cache.get(k)
+        if v is None:
+            if self.stats is not None:
+                self.stats.budget_checks += 1
+            v = fits(self.matcher, t, self.remaining)
+            self.cache[k] = v
+        return v
+
+    def mask(self) -> np.ndarray:
+        """The matcher's full mask as bool (counted in the statistics)."""
+        if self.stats is not None:
+            self.stats.masks += 1
+        return self.matcher.mask()

@@ -1,0 +1,270 @@
+"""The decoding loop shared by all three methods, and sequential Monte Carlo.
+
+``run(decoder, compiled, method=...)`` drives any model behind the small :class:`Decoder`
+protocol (toy n-gram models in tests, Hugging Face models in :mod:`constrain.hf`):
+
+* ``"lcd"``  -- token masking; ``n`` independent samples;
+* ``"awrs"`` -- adaptive weighted rejection sampling; ``n`` independent samples, each with
+  the log of its product of unbiased ``Z`` estimates (its importance weight);
+* ``"smc"``  -- ``n`` particles proposing with AWRS (or masking: ``proposal="lcd"``),
+  log-weights incremented by ``log Z_hat``, effective-sample-size triggered resampling
+  (systematic or multinomial) that also reorders the decoder's rows (KV cache), optional
+  extra potentials on the text.  The weighted particles approximate the *global* posterior
+  ``p(x | x in language)``; ``log_ml`` (log of the mean weight) estimates ``log P(language)``.
+
+With one particle and no resampling SMC is AWRS sampling.  Every method keeps the budget
+rule of :mod:`constrain.sampling.budget`, so outputs cut at ``max_new_tokens`` are complete.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from constrain.errors import ConstrainError
+from constrain.sampling.awrs import awrs_sample, greedy_sample
+from constrain.sampling.budget import require_budget
+from constrain.sampling.core import Checker, Proposal
+from constrain.sampling.lcd import batch_masks, lcd_sample
+from constrain.sampling.stats import SamplingStats
+
+METHODS = ("lcd", "awrs", "smc")
+
+
+class Decoder(Protocol):
+    """A batch of ``n`` sequences sharing one prompt; rows can be reordered (resampling)."""
+
+    vocab_size: int
+
+    def start(self, n: int) -> np.ndarray:
+        """Start ``n`` rows from the prompt; the first next-token logits, shape ``(n, V)``."""
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """Append one token per row; the next logits ``(n, V)``."""
+
+    def reorder(self, index: np.ndarray) -> None:
+        """Row ``i`` becomes old row ``index[i]`` (duplicates and drops allowed)."""
+
+
+@dataclass
+class Particle:
+    tokens: list[int]
+    text: bytes
+    log_weight: float
+    finished: bool  # ended with EOS or at the budget in an accepting state
+    alive: bool  # False after a dead end or a potential of -inf
+
+
+@dataclass
+class SamplingResult:
+    """What every method returns.  ``text``/``tokens`` are the chosen sample (for SMC a draw
+    from the weighted particles; otherwise the first sample)."""
+
+    text: str
+    tokens: list[int]
+    log_weights: np.ndarray
+    particles: list[Particle]
+    stats: SamplingStats
+    log_ml: float
+    method: str
+    eos: bool = field(default=False)
+
+    @property
+    def text_bytes(self) -> bytes:
+        return self.particles[self.index].text if self.particles else b""
+
+    index: int = 0
+
+
+def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Systematic resampling: one uniform, ``n`` evenly spaced points through the CDF."""
+    n = len(weights)
+    c = np.cumsum(weights / weights.sum())
+    c[-1] = 1.0
+    u = (rng.random() + np.arange(n)) / n
+    return np.searchsorted(c, u, side="right").clip(0, n - 1)
+
+
+def multinomial_resample(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return rng.choice(len(weights), size=len(weights), p=weights / weights.sum())
+
+
+def ess(log_weights: np.ndarray) -> float:
+    """Effective sample size ``(sum w)^2 / sum w^2`` (0 when every weight is zero)."""
+    finite = np.isfinite(log_weights)
+    if not finite.any():
+        return 0.0
+    w = np.exp(log_weights[finite] - log_weights[finite].max())
+    return float(w.sum() ** 2 / (w * w).sum())
+
+
+def _logmeanexp(x: np.ndarray) -> float:
+    if not np.isfinite(x).any():
+        return -math.inf
+    m = x[np.isfinite(x)].max()
+    return float(m + np.log(np.exp(x - m).mean()))
+
+
+def run(
+    decoder: Decoder,
+    compiled,
+    *,
+    method: str = "awrs",
+    n: int = 1,
+    max_new_tokens: int = 128,
+    seed: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    proposal: str = "awrs",
+    ess_threshold: float = 0.5,
+    resampling: str = "systematic",
+    potential: Callable[[bytes], float] | None = None,
+    potential_every: int = 1,
+    max_rejects: int = 64,
+    budget: bool = True,
+    raise_on_dead: bool = True,
+) -> SamplingResult:
+    """Decode ``n`` sequences from ``decoder`` under ``compiled`` (see the module docstring).
+
+    ``potential(text) -> log phi`` is evaluated every ``potential_every`` steps and at the end
+    (SMC only); the weight changes by the difference from its previous value.
+    ``raise_on_dead``: for ``lcd``/``awrs`` raise :class:`ConstrainError` when a sample hits
+    a dead end (only possible with matchers whose completions are not exact); SMC just drops
+    such particles and raises only when every particle is dead.
+    """
+    if method not in METHODS:
+        raise ConstrainError(f"unknown method {method!r}; expected one of {METHODS}")
+    if proposal not in ("awrs", "lcd"):
+        raise ConstrainError(f"unknown SMC proposal {proposal!r}; expected 'awrs' or 'lcd'")
+    if resampling not in ("systematic", "multinomial"):
+        raise ConstrainError(f"unknown resampling {resampling!r}; expected 'systematic' or 'multinomial'")
+    if n < 1:
+        raise ValueError(f"need at least one sequence/particle, got n={n}")
+    if greedy and method == "smc":
+        raise ConstrainError("greedy decoding is not defined for SMC (it needs random proposals)")
+    rng = np.random.default_rng(seed)
+    stats = SamplingStats()
+    vocab = compiled.vocab
+    eos = set(vocab.eos_token_ids)
+    pad = vocab.eos_token_ids[0] if vocab.eos_token_ids else 0
+    matchers = [compiled.matcher() for _ in range(n)]
+    if budget:
+        require_budget(matchers[0], max_new_tokens)
+    logw = np.zeros(n)
+    done = np.zeros(n, dtype=bool)
+    alive = np.ones(n, dtype=bool)
+    ended_eos = np.zeros(n, dtype=bool)
+    toks: list[list[int]] = [[] for _ in range(n)]
+    phi_last = np.zeros(n)
+    step_method = proposal if method == "smc" else method
+
+    t0 = time.perf_counter()
+    logits = decoder.start(n)
+    stats.model_time += time.perf_counter() - t0
+
+    for step in range(max_new_tokens):
+        te = time.perf_counter()
+        remaining = max_new_tokens - step if budget else None
+        cache: dict = {}
+        nxt = np.full(n, pad, dtype=np.int64)
+        active = np.flatnonzero(alive & ~done)
+        masks = None
+        if step_method == "lcd" and len(active):
+            masks = batch_masks([matchers[i] for i in active], len(vocab))
+            stats.masks += len(active)
+        for j, i in enumerate(active):
+            prop = Proposal(logits[i], 1.0 if greedy else temperature, top_k, top_p)
+            chk = Checker(matchers[i], remaining, stats, cache)
+            if step_method == "lcd":
+                d = lcd_sample(prop, chk, rng, greedy=greedy, mask=masks[j])
+            elif greedy:
+                d = greedy_sample(prop, chk, max_rejects=max_rejects)
+            else:
+                d = awrs_sample(prop, chk, rng, max_rejects=max_rejects)
+            if step_method == "awrs":
+                stats.masks_avoided += 0 if d.used_mask else 1
+                stats.fallbacks += int(d.used_mask)
+            stats.rejections += d.rejections
+            stats.steps += 1
+            if d.token is None:
+                alive[i] = False
+                logw[i] = -math.inf
+                stats.dead_particles += 1
+                continue
+            logw[i] += d.log_z
+            matchers[i].advance(d.token)
+            toks[i].append(d.token)
+            nxt[i] = d.token
+            stats.tokens += 1
+            if d.token in eos:
+                done[i] = True
+                ended_eos[i] = True
+        last = step == max_new_tokens - 1 or not (alive & ~done).any()
+        if method == "smc" and potential is not None and ((step + 1) % potential_every == 0 or last):
+            for i in np.flatnonzero(alive):
+                val = float(potential(vocab.decode_bytes(toks[i])))
+                logw[i] += val - phi_last[i]
+                phi_last[i] = val
+                if val == -math.inf:
+                    alive[i] = False
+        if method == "smc" and not alive.any():
+            raise ConstrainError(f"every SMC particle hit a dead end by step {step + 1}")
+        if method == "smc" and not last and ess(logw) < ess_threshold * n:
+            w = np.exp(logw - logw[np.isfinite(logw)].max())
+            idx = (systematic_resample if resampling == "systematic" else multinomial_resample)(w, rng)
+            mean = _logmeanexp(logw)
+            matchers = [matchers[k].copy() for k in idx]
+            toks = [list(toks[k]) for k in idx]
+            done, alive, ended_eos, phi_last, nxt = done[idx], alive[idx], ended_eos[idx], phi_last[idx], nxt[idx]
+            logw = np.full(n, mean)
+            stats.resamples += 1
+            stats.engine_time += time.perf_counter() - te
+            tm = time.perf_counter()
+            decoder.reorder(idx)
+            stats.model_time += time.perf_counter() - tm
+        else:
+            stats.engine_time += time.perf_counter() - te
+        if last:
+            break
+        tm = time.perf_counter()
+        logits = decoder.step(nxt)
+        stats.model_time += time.perf_counter() - tm
+
+    # rows cut by the budget must be complete: the budget rule guarantees it for exact
+    # completions; anything else is reported as dead, never returned as if valid
+    particles = []
+    for i in range(n):
+        complete = ended_eos[i] or matchers[i].is_accepting()
+        if alive[i] and not complete:
+            alive[i] = False
+            logw[i] = -math.inf
+        particles.append(Particle(toks[i], vocab.decode_bytes(toks[i]), float(logw[i]), bool(complete), bool(alive[i])))
+    if method != "smc" and raise_on_dead and not alive.all():
+        raise ConstrainError(
+            "decoding reached a dead end (no valid token, or the budget ran out before the text was complete)"
+        )
+    if method == "smc" and alive.any():
+        w = np.exp(logw - logw[alive].max())
+        w[~alive] = 0
+        index = int(rng.choice(n, p=w / w.sum()))
+    else:
+        index = int(np.flatnonzero(alive)[0]) if alive.any() else 0
+    chosen = particles[index]
+    return SamplingResult(
+        text=chosen.text.decode("utf-8", errors="replace"),
+        tokens=list(chosen.tokens),
+        log_weights=logw.copy(),
+        particles=particles,
+        stats=stats,
+        log_ml=_logmeanexp(logw),
+        method=method,
+        eos=bool(ended_eos[index]),
+        index=index,
+    )
