@@ -1,0 +1,356 @@
+"""Incremental byte-level Earley recogniser over regular terminals (substitution semantics).
+
+Why this shape: token masks need to ask "is this byte prefix still completable?" millions of
+times, and samplers fork and rewind states constantly.  So the state is *persistent*:
+
+* A :class:`Node` is an Earley item set at a lexeme boundary (items are ``(production, dot,
+  origin Node)``).  Nodes are immutable once built and shared by every matcher state that
+  reaches them, so copying or rolling back a matcher is copying a few references.
+* A :class:`Pos` is the state between two bytes: the live lexer *entries* ``(terminal, dfa
+  state, origin Node)`` (every terminal that may currently be in progress, for every place it
+  may have started: lexing is not greedy) and the boundary node reached at this byte, if any.
+* Completing terminals at a boundary is memoised by ``{(origin node, terminal)}`` in
+  :meth:`EarleyGrammar.complete`, so walking the same boundaries again (the mask walk does so
+  for every token) costs a dict lookup.
+
+``%ignore`` terminals are started at every boundary; completing one returns to its origin
+node unchanged (ignored text is invisible to the grammar), so they may occur between any two
+terminals and at both ends, like lark's ``%ignore``.  Nullable rules use the Aycock-Horspool
+rule (advance over a nullable symbol at prediction time), so any CFG works: left recursion,
+ambiguity, empty alternatives.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from constrain.automata.bytedfa import ByteDFA
+from constrain.automata.regex import regex_to_dfa
+from constrain.cfg.ir import Grammar
+from constrain.errors import ConstraintTooLarge, GrammarError, RegexError
+
+INF = 1 << 30
+_uids = itertools.count(1)
+
+
+class Node:
+    """An Earley item set at a lexeme boundary (immutable after :meth:`EarleyGrammar.build_node`)."""
+
+    __slots__ = ("uid", "items", "waiting", "accepting", "expected", "fresh", "key", "_need", "_best")
+
+    def __init__(self) -> None:
+        self.uid = next(_uids)
+        self.items: list[tuple[int, int, Node]] = []
+        self.waiting: dict[int, list[tuple[int, int, Node]]] = {}
+        self.accepting = False
+        self.expected: tuple[int, ...] = ()
+        # lexer entries started here, canonical order, and their (terminal, state) key
+        self.fresh: tuple[tuple[int, int, Node], ...] = ()
+        self.key: tuple[tuple[int, int], ...] = ()
+        self._need: dict[int, int] | None = None
+        self._best: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Node(uid={self.uid}, items={len(self.items)}, accepting={self.accepting})"
+
+
+@dataclass(frozen=True)
+class Pos:
+    """State between two bytes: live lexer entries and the boundary node reached here (or None)."""
+
+    entries: tuple[tuple[int, int, Node], ...]
+    node: Node | None
+
+    @property
+    def viable(self) -> bool:
+        return bool(self.entries) or (self.node is not None and self.node.accepting)
+
+    @property
+    def accepting(self) -> bool:
+        return self.node is not None and self.node.accepting
+
+
+class EarleyGrammar:
+    """A :class:`Grammar` prepared for recognition: integer symbols, productions, lazy DFAs.
+
+    Terminal ids are ``0..n_terminals-1``; rule ids follow.  Terminal DFAs are compiled on
+    first use (large generated grammars pay only for the terminals a document reaches).
+    """
+
+    def __init__(self, grammar: Grammar, *, max_dfa_states: int = 20_000) -> None:
+        grammar.validate()
+        self.grammar = grammar
+        self.max_dfa_states = max_dfa_states
+        self.term_names = list(grammar.terminals)
+        self.term_index = {n: i for i, n in enumerate(self.term_names)}
+        nt = len(self.term_names)
+        self.n_terminals = nt
+        rule_names = list(grammar.rules)
+        self.rule_names = rule_names
+        self.rule_index = {n: nt + i for i, n in enumerate(rule_names)}
+        self.aug = nt + len(rule_names)  # the augmented start S' -> start
+        sym = {**self.term_index, **self.rule_index}
+        prods: list[tuple[int, tuple[int, ...]]] = []
+        prod_rule: list[str] = []
+        for name, alts in grammar.rules.items():
+            for alt in alts:
+                prods.append((self.rule_index[name], tuple(sym[s] for s in alt)))
+                prod_rule.append(name)
+        self.ignore = tuple(sorted({self.term_index[t] for t in grammar.ignore}))
+        self.ignore_set = frozenset(self.ignore)
+        # productive symbols (terminals assumed non-empty; checked when their DFA is built)
+        productive = set(range(nt))
+        changed = True
+        while changed:
+            changed = False
+            for lhs, rhs in prods:
+                if lhs not in productive and all(s in productive for s in rhs):
+                    productive.add(lhs)
+                    changed = True
+        start = self.rule_index[grammar.start]
+        if start not in productive:
+            raise GrammarError("the start rule derives no finite string (its language is empty)", grammar.start)
+        kept = [(i, p) for i, p in enumerate(prods) if all(s in productive for s in p[1]) and p[0] in productive]
+        self.prods: list[tuple[int, tuple[int, ...]]] = [p for _, p in kept] + [(self.aug, (start,))]
+        self.prod_rule = [prod_rule[i] for i, _ in kept] + ["<start>"]
+        self.aug_prod = len(self.prods) - 1
+        self.by_lhs: dict[int, list[int]] = {}
+        for i, (lhs, _) in enumerate(self.prods):
+            self.by_lhs.setdefault(lhs, []).append(i)
+        nullable: set[int] = set()
+        changed = True
+        while changed:
+            changed = False
+            for lhs, rhs in self.prods:
+                if lhs not in nullable and all(s in nullable for s in rhs):
+                    nullable.add(lhs)
+                    changed = True
+        self.nullable = nullable
+        self._dfas: list[ByteDFA | None] = [None] * nt
+        self._tables: list[np.ndarray | None] = [None] * nt
+        self._accs: list[np.ndarray | None] = [None] * nt
+        self._complete_cache: dict[frozenset, Node] = {}
+        self._minlen: list[int] | None = None
+        self.root = self.build_node([(self.aug_prod, 0, None)])
+
+    # ---- terminals --------------------------------------------------------------------------
+    def dfa(self, t: int) -> ByteDFA:
+        d = self._dfas[t]
+        if d is None:
+            d = self._build_dfa(t)
+            self._dfas[t] = d
+            self._tables[t] = d.table
+            self._accs[t] = d.accepting
+        return d
+
+    def _build_dfa(self, t: int) -> ByteDFA:
+        name = self.term_names[t]
+        term = self.grammar.terminals[name]
+        try:
+            if term.literal is not None:
+                d = ByteDFA.literal(term.literal.encode("utf-8"))
+            elif term.regex is not None:
+                d = regex_to_dfa(term.regex, max_states=self.max_dfa_states)
+            else:
+                d = term.dfa
+        except RegexError as exc:
+            raise GrammarError(f"bad regex in terminal: {exc}", name) from exc
+        except ConstraintTooLarge as exc:
+            raise GrammarError(f"terminal regex too large: {exc}", name) from exc
+        if d is None or d.is_empty():
+            raise GrammarError("terminal matches no string", name)
+        if d.accepting[d.start]:
+            raise GrammarError(
+                "terminal matches the empty string (zero-width terminals are not allowed; "
+                "make the rule optional instead)",
+                name,
+            )
+        return d
+
+    def table(self, t: int) -> np.ndarray:
+        tab = self._tables[t]
+        if tab is None:
+            self.dfa(t)
+            tab = self._tables[t]
+        return tab  # type: ignore[return-value]
+
+    def acc(self, t: int) -> np.ndarray:
+        a = self._accs[t]
+        if a is None:
+            self.dfa(t)
+            a = self._accs[t]
+        return a  # type: ignore[return-value]
+
+    def compile_all_terminals(self) -> None:
+        """Build every terminal DFA now (surfaces bad regexes eagerly)."""
+        for t in range(self.n_terminals):
+            self.dfa(t)
+
+    # ---- item sets ---------------------------------------------------------------------------
+    def build_node(self, seeds) -> Node:
+        """Close ``seeds`` (items; origin None means the new node itself) under predict/complete."""
+        node = Node()
+        prods = self.prods
+        nullable = self.nullable
+        by_lhs = self.by_lhs
+        nt = self.n_terminals
+        seen: set[tuple[int, int, int]] = set()
+        items = node.items
+        waiting = node.waiting
+        predicted: set[int] = set()
+        completed_here: set[int] = set()
+        work = [(p, d, node if o is None else o) for p, d, o in seeds]
+        while work:
+            it = work.pop()
+            p, d, org = it
+            k = (p, d, org.uid)
+            if k in seen:
+                continue
+            seen.add(k)
+            items.append(it)
+            lhs, rhs = prods[p]
+            if d == len(rhs):
+                if org is node:
+                    completed_here.add(lhs)
+                    for wp, wd, wo in waiting.get(lhs, ()):
+                        work.append((wp, wd + 1, wo))
+                else:
+                    for wp, wd, wo in org.waiting.get(lhs, ()):
+                        work.append((wp, wd + 1, wo))
+                continue
+            s = rhs[d]
+            waiting.setdefault(s, []).append(it)
+            if s >= nt:
+                if s not in predicted:
+                    predicted.add(s)
+                    for q in by_lhs.get(s, ()):
+                        work.append((q, 0, node))
+                if s in nullable or s in completed_here:
+                    work.append((p, d + 1, org))
+        node.accepting = any(ip == self.aug_prod and idot == 1 for ip, idot, _ in items)
+        exp = sorted(s for s in waiting if s < nt)
+        node.expected = tuple(exp)
+        starts = sorted(set(exp) | self.ignore_set)
+        node.fresh = tuple((t, self.dfa(t).start, node) for t in starts)
+        node.key = tuple((t, q) for t, q, _ in node.fresh)
+        return node
+
+    def complete(self, done: frozenset) -> Node:
+        """The node after terminals complete: ``done`` is ``{(origin node, terminal id)}``."""
+        hit = self._complete_cache.get(done)
+        if hit is not None:
+            return hit
+        origins = {o for o, _ in done}
+        if len(origins) == 1 and all(t in self.ignore_set for _, t in done):
+            node = next(iter(origins))  # ignored text is invisible to the grammar
+        else:
+            seeds = []
+            for o, t in done:
+                if t in self.ignore_set:
+                    seeds.extend(o.items)
+                if t in o.waiting:
+                    seeds.extend((p, d + 1, org) for p, d, org in o.waiting[t])
+            node = self.build_node(seeds)
+        if len(self._complete_cache) > 200_000:
+            self._complete_cache.clear()
+        self._complete_cache[done] = node
+        return node
+
+    # ---- byte steps --------------------------------------------------------------------------
+    def start_pos(self) -> Pos:
+        return Pos(self.root.fresh, self.root)
+
+    def step(self, pos: Pos, byte: int) -> Pos:
+        """The state after one more byte (possibly dead: no entries and not accepting)."""
+        nxt: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
+        done = set()
+        tables = self._tables
+        accs = self._accs
+        for t, q, o in pos.entries:
+            q2 = int(tables[t][q, byte])  # type: ignore[index]
+            if q2 < 0:
+                continue
+            nxt[(t, q2, o.uid)] = (t, q2, o)
+            if accs[t][q2]:  # type: ignore[index]
+                done.add((o, t))
+        node = None
+        if done:
+            node = self.complete(frozenset(done))
+            for t, q, o in node.fresh:
+                nxt[(t, q, o.uid)] = (t, q, o)
+        entries = tuple(nxt[k] for k in sorted(nxt))
+        return Pos(entries, node)
+
+    def run(self, pos: Pos, data: bytes) -> Pos | None:
+        """State after ``data`` or None once no continuation is viable."""
+        for b in data:
+            pos = self.step(pos, b)
+            if not pos.viable:
+                return None
+        return pos
+
+    # ---- shortest completion ----------------------------------------------------------------
+    def minlen(self) -> list[int]:
+        """Fewest bytes each symbol derives (terminals by their DFA), by fixpoint."""
+        if self._minlen is None:
+            n = self.aug + 1
+            ml = [INF] * n
+            for t in range(self.n_terminals):
+                ml[t] = int(self.dfa(t).distances[self.dfa(t).start])
+            changed = True
+            while changed:
+                changed = False
+                for lhs, rhs in self.prods:
+                    v = sum(ml[s] for s in rhs)
+                    if v < ml[lhs]:
+                        ml[lhs] = v
+                        changed = True
+            self._minlen = ml
+        return self._minlen
+
+    def need(self, node: Node, sym: int) -> int:
+        """Fewest bytes needed after ``sym`` is recognised at ``node`` to finish the document."""
+        if node._need is None:
+            ml = self.minlen()
+            need: dict[int, int] = {}
+            changed = True
+            while changed:
+                changed = False
+                for p, d, org in node.items:
+                    lhs, rhs = self.prods[p]
+                    if d == len(rhs):
+                        continue
+                    rest = sum(ml[s] for s in rhs[d + 1 :])
+                    if p == self.aug_prod:
+                        tail = 0
+                    elif org is node:
+                        tail = need.get(lhs, INF)
+                    else:
+                        tail = self.need(org, lhs)
+                    v = rest + tail
+                    if v < need.get(rhs[d], INF):
+                        need[rhs[d]] = v
+                        changed = True
+            node._need = need
+        return node._need.get(sym, INF)
+
+    def best(self, node: Node) -> int:
+        """Fewest bytes completing the document from boundary ``node``."""
+        if node._best is None:
+            ml = self.minlen()
+            b = 0 if node.accepting else INF
+            for t in node.expected:
+                b = min(b, ml[t] + self.need(node, t))
+            node._best = b
+        return node._best
+
+    def shortest_completion(self, pos: Pos) -> int:
+        b = 0 if pos.accepting else INF
+        for t, q, o in pos.entries:
+            dist = int(self.dfa(t).distances[q])
+            tail = self.best(o) if t in self.ignore_set else self.need(o, t)
+            b = min(b, dist + tail)
+        return b

@@ -1,0 +1,81 @@
+"""The combined lexer automaton of a set of in-progress lexemes.
+
+A matcher state has a tuple of lexer entries ``(terminal, dfa state)`` (one per terminal that
+may be in progress).  The product of their DFAs, built here, advances *all* of them with one
+table lookup per byte; its states are tuples of per-entry DFA states (-1 = that entry died).
+A product state is alive while any entry is alive; ``accept[s]`` says some entry can end a
+lexeme there (a *lexeme boundary* where the parser must be consulted), and ``completing[s]``
+says which entries.
+
+The product depends only on the entries' ``(terminal, state)`` key, never on parser
+context, so it and every trie walk done with it are cached across matcher states: that is
+the context-independent part of a mask (tokens that stay inside one lexeme need no parser).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from constrain.errors import ConstraintTooLarge
+
+
+class LexerDFA:
+    """Product DFA of lexer entries; built eagerly (bounded) when first needed."""
+
+    __slots__ = ("key", "table", "accept", "completing", "start", "n_states")
+
+    def __init__(self, key: tuple[tuple[int, int], ...], tables: list, accs: list, *, max_states: int) -> None:
+        self.key = key
+        k = len(key)
+        if k == 0:
+            self.table = np.full((0, 256), -1, dtype=np.int32)
+            self.accept = np.zeros(0, dtype=np.bool_)
+            self.completing: list[tuple[int, ...]] = []
+            self.start = -1
+            self.n_states = 0
+            return
+        start = tuple(q for _, q in key)
+        index: dict[bytes, int] = {}
+        states: list[np.ndarray] = []
+        vec0 = np.array(start, dtype=np.int32)
+        index[vec0.tobytes()] = 0
+        states.append(vec0)
+        rows: list[np.ndarray] = []
+        term_tables = [tables[t] for t, _ in key]
+        term_accs = [accs[t] for t, _ in key]
+        i = 0
+        dead = np.full(256, -1, dtype=np.int32)
+        while i < len(states):
+            vec = states[i]
+            m = np.empty((k, 256), dtype=np.int32)
+            for e in range(k):
+                q = vec[e]
+                m[e] = term_tables[e][q] if q >= 0 else dead
+            cols = np.ascontiguousarray(m.T)  # (256, k)
+            alive = (cols >= 0).any(axis=1)
+            row = np.full(256, -1, dtype=np.int32)
+            for b in np.flatnonzero(alive):
+                col = cols[b]
+                kb = col.tobytes()
+                j = index.get(kb)
+                if j is None:
+                    j = len(states)
+                    if j >= max_states:
+                        raise ConstraintTooLarge(
+                            f"lexer automaton for {k} terminals passed {max_states} states", "max_lexer_states"
+                        )
+                    index[kb] = j
+                    states.append(col.copy())
+                row[b] = j
+            rows.append(row)
+            i += 1
+        self.table = np.ascontiguousarray(np.stack(rows).astype(np.int32))
+        self.n_states = len(states)
+        self.completing = []
+        acc = np.zeros(self.n_states, dtype=np.bool_)
+        for s, vec in enumerate(states):
+            comp = tuple(e for e in range(k) if vec[e] >= 0 and term_accs[e][vec[e]])
+            self.completing.append(comp)
+            acc[s] = bool(comp)
+        self.accept = acc
+        self.start = 0

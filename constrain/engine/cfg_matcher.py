@@ -1,0 +1,258 @@
+"""Matchers for context-free grammars: Earley over a non-greedy lexer, trie-walk token masks.
+
+Mask algorithm (the llguidance idea, with xgrammar-style caching of the context-independent
+part):
+
+1. The matcher state's live lexer entries form a product lexer DFA (:mod:`constrain.cfg.lexer`).
+   A Numba walk of the vocabulary trie with it (:mod:`constrain.engine.cfg_kernels`) marks
+   every token that stays inside the current lexemes, and collects the trie nodes where a
+   lexeme can end (boundaries), grouped by lexer state.
+2. For each boundary lexer state, the parser completes the finished terminals (memoised by
+   ``{(origin node, terminal)}``) and yields the lexemes allowed next; the subtrees below the
+   boundary nodes are walked with *those*, recursively.
+3. Every walk result is cached by its *chain* ``(lexer key, boundary state, next lexer key,
+   ...)``, which fixes both the automaton and the trie nodes walked, so results are reused
+   across matcher states, sequences and forks.  In steady state (e.g. inside a JSON string)
+   a mask is a handful of dict lookups and sparse word ORs.
+
+Compile is lazy: constructing :class:`CompiledGrammar` prepares the productions and the first
+item set only; terminal DFAs, lexer products and walks are built when first reached.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from constrain.cfg.earley import EarleyGrammar, Pos
+from constrain.cfg.ir import Grammar
+from constrain.cfg.lexer import LexerDFA
+from constrain.engine import cfg_kernels
+from constrain.engine.matcher import CompiledConstraint, Matcher, bitmask_words
+from constrain.vocab import Vocabulary
+
+
+class _Job:
+    """Cached result of one walk: sparse mask words and boundary nodes per lexer state."""
+
+    __slots__ = ("idx", "vals", "bnd")
+
+    def __init__(self, idx: np.ndarray, vals: np.ndarray, bnd: list[tuple[int, np.ndarray]]) -> None:
+        self.idx = idx
+        self.vals = vals
+        self.bnd = bnd
+
+
+class CompiledGrammar(CompiledConstraint):
+    """A :class:`Grammar` bound to a vocabulary; holds the parser and every mask cache.
+
+    Not thread-safe (shared scratch buffers and caches); use one per thread.
+    """
+
+    def __init__(
+        self,
+        grammar: Grammar,
+        vocab: Vocabulary,
+        *,
+        cache_jobs: int = 4096,
+        max_lexer_states: int = 20_000,
+        max_dfa_states: int = 20_000,
+    ) -> None:
+        self.grammar = grammar
+        self.vocab = vocab
+        self.parser = EarleyGrammar(grammar, max_dfa_states=max_dfa_states)
+        self.words = bitmask_words(len(vocab))
+        self.max_lexer_states = max_lexer_states
+        self._lexers: dict[tuple, LexerDFA] = {}
+        self._jobs: OrderedDict[tuple, _Job] = OrderedDict()
+        self._cache_jobs = cache_jobs
+        self._eos = frozenset(vocab.eos_token_ids)
+        self._scratch: np.ndarray | None = None
+        self._bnd_node: np.ndarray | None = None
+        self._bnd_state: np.ndarray | None = None
+        self._root = np.zeros(1, dtype=np.int32)
+        self.stats = {"walks": 0, "job_hits": 0, "lexers": 0}
+
+    def matcher(self) -> CFGMatcher:
+        return CFGMatcher(self)
+
+    # ---- caches ------------------------------------------------------------------------------
+    def lexer(self, key: tuple[tuple[int, int], ...]) -> LexerDFA:
+        lx = self._lexers.get(key)
+        if lx is None:
+            p = self.parser
+            for t, _ in key:
+                p.dfa(t)
+            lx = LexerDFA(key, p._tables, p._accs, max_states=self.max_lexer_states)
+            if len(self._lexers) > 20_000:
+                self._lexers.clear()
+            self._lexers[key] = lx
+            self.stats["lexers"] += 1
+        return lx
+
+    def job(self, chain: tuple, lx: LexerDFA, roots: np.ndarray) -> _Job:
+        j = self._jobs.get(chain)
+        if j is not None:
+            self._jobs.move_to_end(chain)
+            self.stats["job_hits"] += 1
+            return j
+        trie = self.vocab.trie
+        if self._scratch is None:
+            self._scratch = np.zeros(self.words, dtype=np.uint32)
+            self._bnd_node = np.empty(trie.n_nodes, dtype=np.int32)
+            self._bnd_state = np.empty(trie.n_nodes, dtype=np.int32)
+        out = self._scratch
+        nb = cfg_kernels.lexer_walk(
+            lx.table,
+            lx.accept,
+            lx.start,
+            roots,
+            trie.byte,
+            trie.depth,
+            trie.next,
+            trie.tok_start,
+            trie.tok_end,
+            trie.tokens,
+            trie.max_depth,
+            out,
+            self._bnd_node,
+            self._bnd_state,
+        )
+        idx = np.flatnonzero(out).astype(np.int32)
+        vals = out[idx].copy()
+        out[idx] = 0
+        bnd: list[tuple[int, np.ndarray]] = []
+        if nb:
+            states = self._bnd_state[:nb]
+            nodes = self._bnd_node[:nb]
+            order = np.argsort(states, kind="stable")
+            ss = states[order]
+            nn = nodes[order]
+            cuts = np.flatnonzero(np.diff(ss)) + 1
+            for a, b in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [nb])), strict=True):
+                bnd.append((int(ss[a]), np.ascontiguousarray(nn[a:b])))
+        j = _Job(idx, vals, bnd)
+        self.stats["walks"] += 1
+        self._jobs[chain] = j
+        if len(self._jobs) > self._cache_jobs:
+            self._jobs.popitem(last=False)
+        return j
+
+    def text_mask_words(self, pos: Pos) -> np.ndarray:
+        """uint32 words of the text tokens allowed at ``pos`` (EOS not included)."""
+        out = np.zeros(self.words, dtype=np.uint32)
+        key = tuple((t, q) for t, q, _ in pos.entries)
+        self._walk(out, (key,), pos.entries, key, self._root)
+        return out
+
+    def _walk(self, out: np.ndarray, chain: tuple, entries, key, roots: np.ndarray) -> None:
+        lx = self.lexer(key)
+        if lx.start < 0:
+            return
+        j = self.job(chain, lx, roots)
+        if len(j.idx):
+            out[j.idx] |= j.vals
+        complete = self.parser.complete
+        for s, nodes in j.bnd:
+            done = frozenset((entries[e][2], entries[e][0]) for e in lx.completing[s])
+            y = complete(done)
+            if y.key:
+                self._walk(out, chain + (s, y.key), y.fresh, y.key, nodes)
+
+
+class CFGMatcher(Matcher):
+    """State = a persistent :class:`Pos` plus a stack of previous ones (rollback = pop)."""
+
+    __slots__ = ("compiled", "pos", "history", "terminated")
+
+    def __init__(self, compiled: CompiledGrammar) -> None:
+        self.compiled = compiled
+        self.pos: Pos = compiled.parser.start_pos()
+        self.history: list[Pos] = []
+        self.terminated = False
+
+    def fill_mask(self, bitmask: np.ndarray) -> None:
+        out = bitmask.view(np.uint32)
+        if self.terminated:
+            out[:] = 0
+            return
+        out[:] = self.compiled.text_mask_words(self.pos)
+        if self.pos.accepting:
+            out |= self.vocab.eos_mask_words
+
+    def check(self, token_id: int) -> bool:
+        self._check_range(token_id)
+        if self.terminated:
+            return False
+        if token_id in self.compiled._eos:
+            return self.pos.accepting
+        data = self.vocab.token_bytes(token_id)
+        return bool(data) and self.compiled.parser.run(self.pos, data) is not None
+
+    def advance(self, token_id: int) -> None:
+        self._check_range(token_id)
+        if self.terminated:
+            self._raise_invalid(token_id)
+        if token_id in self.compiled._eos:
+            if not self.pos.accepting:
+                self._raise_invalid(token_id)
+            self.history.append(self.pos)
+            self.terminated = True
+            return
+        data = self.vocab.token_bytes(token_id)
+        nxt = self.compiled.parser.run(self.pos, data) if data else None
+        if nxt is None:
+            self._raise_invalid(token_id)
+        self.history.append(self.pos)
+        self.pos = nxt  # type: ignore[assignment]
+
+    def rollback(self, n: int = 1) -> None:
+        if n < 0 or n > len(self.history):
+            raise ValueError(f"cannot roll back {n} tokens; {len(self.history)} were advanced")
+        for _ in range(n):
+            self.terminated = False
+            self.pos = self.history.pop()
+
+    def copy(self) -> CFGMatcher:
+        m = CFGMatcher.__new__(CFGMatcher)
+        m.compiled = self.compiled
+        m.pos = self.pos
+        m.history = list(self.history)
+        m.terminated = self.terminated
+        return m
+
+    def is_accepting(self) -> bool:
+        return not self.terminated and self.pos.accepting
+
+    def is_terminated(self) -> bool:
+        return self.terminated
+
+    def accepts_prefix_bytes(self, data: bytes) -> bool:
+        if self.terminated:
+            return not data
+        return self.compiled.parser.run(self.pos, data) is not None
+
+    def shortest_completion_bytes(self) -> int:
+        if self.terminated:
+            return 0
+        return self.compiled.parser.shortest_completion(self.pos)
+
+    def num_tokens(self) -> int:
+        return len(self.history)
+
+    def advance_bytes(self, data: bytes) -> None:
+        """Consume raw bytes without a token (tests, forced prefixes); not undoable by rollback."""
+        nxt = self.compiled.parser.run(self.pos, data)
+        if nxt is None:
+            raise ValueError(f"bytes {data!r} are not a viable continuation")
+        self.pos = nxt
+
+    def _accepts_complete_bytes(self, data: bytes) -> bool:
+        if self.terminated:
+            return False
+        p = self.compiled.parser.run(self.pos, data)
+        return p is not None and p.accepting
+
+    def __repr__(self) -> str:
+        return f"CFGMatcher(tokens={len(self.history)}, entries={len(self.pos.entries)}, terminated={self.terminated})"
