@@ -76,26 +76,12 @@ def test_bitmask_packing_roundtrip(bits):
 # ---- real vocabularies: fill_mask == brute force at random reachable states ------------------
 
 
-def sample_string(dfa: ByteDFA, rng: random.Random, max_len: int = 40) -> str:
-    """A random member of the DFA's language: a random live walk, then a shortest completion."""
-    s, out = dfa.start, bytearray()
-    while len(out) < max_len and not (dfa.accepting[s] and rng.random() < 0.25):
-        live = np.flatnonzero(dfa.table[s] >= 0)
-        if len(live) == 0:
-            break
-        b = int(live[rng.randrange(len(live))])
-        out.append(b)
-        s = int(dfa.table[s, b])
-    out += dfa.shortest_string(s)
-    return out.decode("utf-8")
-
-
 def _reachable_states(pattern: str, vocab: Vocabulary, rng: random.Random, n: int):
     """Matchers at random token boundaries of random valid strings."""
     compiled = constrain.compile(constrain.regex(pattern), vocab)
     out = []
     for _ in range(n):
-        text = sample_string(compiled.dfa, rng)
+        text = compiled.dfa.random_string(rng).decode()
         assert compiled.dfa.accepts(text)
         m = compiled.matcher()
         ids = vocab.encode(text)

@@ -123,6 +123,24 @@ class ByteDFA:
             s = int(row[b])
         return bytes(out)
 
+    def random_string(self, rng, max_len: int = 40, stop: float = 0.25) -> bytes:
+        """A random member of the language: a random live walk, then a shortest completion.
+
+        ``rng`` is a :class:`random.Random`; used by tests and benchmarks to reach random
+        states, so it favours breadth over any particular distribution.
+        """
+        if self.start < 0:
+            raise ValueError("empty language has no strings")
+        s, out = self.start, bytearray()
+        while len(out) < max_len and not (self.accepting[s] and rng.random() < stop):
+            live = np.flatnonzero(self.table[s] >= 0)
+            if len(live) == 0:
+                break
+            b = int(live[rng.randrange(len(live))])
+            out.append(b)
+            s = int(self.table[s, b])
+        return bytes(out) + self.shortest_string(s)
+
     # ---- algebra ------------------------------------------------------------------------------
     def intersect(self, other: ByteDFA, *, max_states: int = DEFAULT_MAX_STATES) -> ByteDFA:
         return _product(self, other, both=True, max_states=max_states)
