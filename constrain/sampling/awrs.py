@@ -61,19 +61,33 @@ def lazy_order(work: np.ndarray, first_block: int = 16) -> Iterator[int]:
     """Indices of ``work`` in decreasing order, found block by block with ``argpartition``.
 
     Each yielded index is set to ``-inf`` in ``work`` *before* it is yielded, so a caller that
-    stops early sees the not-yet-visited keys intact.  Stops at ``-inf`` keys.
+    stops early sees the not-yet-visited keys intact.  ``-inf`` keys are never yielded.  The
+    finite keys are gathered once (partitioning arrays full of equal ``-inf`` keys degrades
+    introselect badly), and a first block of one is a plain ``argmax``.
     """
-    n = len(work)
+    if first_block == 1:
+        i = int(np.argmax(work))
+        if work[i] == -np.inf:
+            return
+        work[i] = -np.inf
+        yield i
+        first_block = 16
+    idxs = np.flatnonzero(work > -np.inf)
+    sub = work[idxs]
+    n = len(sub)
     b = first_block
-    while True:
-        k = min(b, n)
-        idx = np.argpartition(work, n - k)[n - k :]
-        idx = idx[np.argsort(-work[idx], kind="stable")]
-        for i in idx:
-            i = int(i)
-            if work[i] == -np.inf:
+    done = 0
+    while done < n:
+        k = min(b, n - done)
+        part = np.argpartition(sub, n - k)[n - k :] if k < n else np.arange(n)
+        part = part[np.argsort(-sub[part], kind="stable")]
+        for j in part:
+            if sub[j] == -np.inf:
                 return
+            i = int(idxs[j])
+            sub[j] = -np.inf
             work[i] = -np.inf
+            done += 1
             yield i
         b *= 8
 
@@ -147,16 +161,17 @@ class _Trace:
         keys = keys.copy()
         keys[self.rej_arr] = -np.inf
         mask = self.mask
-        while True:
-            cand = np.where(mask, keys, np.float32(-np.inf))
-            x = int(np.argmax(cand))
-            if cand[x] == -np.inf:  # nothing valid left: every remaining token is a rejection
-                newly = np.isfinite(keys)
-                self.rej_arr |= newly
-                return None, int(newly.sum())
-            if self.chk.fits_budget(x):
+        cand = np.where(mask, keys, np.float32(-np.inf))
+        x = -1
+        for t in lazy_order(cand, first_block=1):
+            if self.chk.fits_budget(t):
+                x = t
                 break
-            mask[x] = False  # over budget: a rejection like any other
+            mask[t] = False  # over budget: a rejection like any other
+        if x < 0:  # nothing valid left: every remaining token is a rejection
+            newly = np.isfinite(keys)
+            self.rej_arr |= newly
+            return None, int(newly.sum())
         newly = (keys > keys[x]) & ~mask
         self.rej_arr |= newly
         return x, int(newly.sum())
@@ -199,12 +214,8 @@ def greedy_sample(prop: Proposal, chk: Checker, *, max_rejects: int = 64) -> Dra
         n += 1
         if n >= max_rejects:
             mask = chk.mask()
-            while True:
-                cand = np.where(mask, work, np.float32(-np.inf))
-                x = int(np.argmax(cand))
-                if cand[x] == -np.inf:
-                    return Draw(None, -math.inf, n, True)
+            for x in lazy_order(np.where(mask, work, np.float32(-np.inf)), first_block=1):
                 if chk.fits_budget(x):
                     return Draw(x, 0.0, n, True)
-                mask[x] = False
+            return Draw(None, -math.inf, n, True)
     return Draw(None, -math.inf, n)

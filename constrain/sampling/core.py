@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from constrain.sampling.budget import fits
+from constrain.sampling.budget import _dfa_parts, budget_mask, fits
 
 if TYPE_CHECKING:
     from constrain.engine.matcher import Matcher
@@ -160,7 +160,15 @@ class Checker:
         return v
 
     def mask(self) -> np.ndarray:
-        """The matcher's full mask as bool (counted in the statistics)."""
+        """The matcher's full mask as bool (counted in the statistics).
+
+        For DFA matchers the budget rule is folded in exactly (one vectorised pass over the
+        vocabulary); for other matchers callers still test drawn tokens with
+        :meth:`fits_budget`.
+        """
         if self.stats is not None:
             self.stats.masks += 1
-        return self.matcher.mask()
+        m = self.matcher.mask()
+        if self.remaining is not None and _dfa_parts(self.matcher) is not None:
+            m = budget_mask(self.matcher, m, self.remaining)
+        return m

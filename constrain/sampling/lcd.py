@@ -2,10 +2,11 @@
 
 The baseline every mask engine implements.  It samples ``g(x) = p(x) c(x) / Z`` exactly
 (same target as AWRS per step) but evaluates the constraint on the whole vocabulary each
-step; its product of ``Z`` s is *not* a correct weight for the global posterior unless used
-inside SMC.  The budget rule is applied lazily to the drawn token (over-budget tokens are
-removed and the draw repeated), so the draw is exact for ``c`` and the budget together;
-the reported ``log_z`` then excludes only the over-budget tokens that were drawn.
+step.  Its ``log_z`` (log of the masked mass) is the correct incremental importance weight
+when masking is used as an SMC proposal.  The budget rule is folded into the mask exactly
+for DFA matchers; for other matchers it is applied to the drawn token (over-budget tokens
+are skipped in Gumbel order, which keeps the draw exact) and ``log_z`` then excludes only
+the over-budget tokens that were drawn.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import math
 import numpy as np
 
 from constrain.engine.matcher import allocate_bitmask
-from constrain.sampling.awrs import Draw
-from constrain.sampling.core import Checker, Proposal
+from constrain.sampling.awrs import Draw, gumbel_keys, lazy_order
+from constrain.sampling.budget import budget_mask
+from constrain.sampling.core import Checker, Proposal, _dfa_parts
 
 
 def lcd_sample(
@@ -30,23 +32,24 @@ def lcd_sample(
     """One masked draw (``mask`` may be precomputed, e.g. by :func:`batch_masks`)."""
     if mask is None:
         mask = chk.mask()
+    elif chk.remaining is not None and _dfa_parts(chk.matcher) is not None:
+        mask = budget_mask(chk.matcher, mask, chk.remaining)
     w = np.where(mask, prop.weights, np.float32(0))
+    s = float(w.sum(dtype=np.float64))
+    if s <= 0:
+        return Draw(None, -math.inf, 0, True)
+    if greedy:
+        keys = np.where(w > 0, prop.logits, np.float32(-np.inf))
+    else:
+        keys = gumbel_keys(prop, rng)
+        keys[w == 0] = -np.inf
     rejected = 0
-    while True:
-        s = float(w.sum(dtype=np.float64))
-        if s <= 0:
-            return Draw(None, -math.inf, rejected, True)
-        if greedy:
-            x = int(np.argmax(np.where(w > 0, prop.logits, np.float32(-np.inf))))
-        else:
-            c = np.cumsum(w, dtype=np.float64)
-            x = min(int(np.searchsorted(c, rng.random() * c[-1], side="right")), len(w) - 1)
-            while w[x] == 0:
-                x -= 1
+    for x in lazy_order(keys, first_block=1):
         if chk.fits_budget(x):
             return Draw(x, math.log(s / prop.total), rejected, True)
-        w[x] = 0
+        s -= float(w[x])
         rejected += 1
+    return Draw(None, -math.inf, rejected, True)
 
 
 def batch_masks(matchers, vocab_size: int) -> np.ndarray:

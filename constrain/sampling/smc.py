@@ -79,6 +79,8 @@ class SamplingResult:
         return self.particles[self.index].text if self.particles else b""
 
     index: int = 0
+    chosen: list[int] = field(default_factory=list)  # SMC: one posterior draw per group
+    log_ml_groups: list[float] = field(default_factory=list)
 
 
 def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -130,6 +132,7 @@ def run(
     max_rejects: int = 64,
     budget: bool = True,
     raise_on_dead: bool = True,
+    groups: int = 1,
 ) -> SamplingResult:
     """Decode ``n`` sequences from ``decoder`` under ``compiled`` (see the module docstring).
 
@@ -138,6 +141,9 @@ def run(
     ``raise_on_dead``: for ``lcd``/``awrs`` raise :class:`ConstrainError` when a sample hits
     a dead end (only possible with matchers whose completions are not exact); SMC just drops
     such particles and raises only when every particle is dead.
+    ``groups`` (SMC) splits the ``n`` rows into that many *independent* SMC runs of
+    ``n // groups`` particles sharing one batched model call (resampling stays inside a
+    group); ``result.chosen`` holds one posterior draw per group.
     """
     if method not in METHODS:
         raise ConstrainError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -149,6 +155,9 @@ def run(
         raise ValueError(f"need at least one sequence/particle, got n={n}")
     if greedy and method == "smc":
         raise ConstrainError("greedy decoding is not defined for SMC (it needs random proposals)")
+    if groups < 1 or n % groups:
+        raise ValueError(f"n={n} particles cannot be split into {groups} equal groups")
+    size = n // groups
     rng = np.random.default_rng(seed)
     stats = SamplingStats()
     vocab = compiled.vocab
@@ -214,17 +223,25 @@ def run(
                 phi_last[i] = val
                 if val == -math.inf:
                     alive[i] = False
-        if method == "smc" and not alive.any():
-            raise ConstrainError(f"every SMC particle hit a dead end by step {step + 1}")
-        if method == "smc" and not last and ess(logw) < ess_threshold * n:
-            w = np.exp(logw - logw[np.isfinite(logw)].max())
-            idx = (systematic_resample if resampling == "systematic" else multinomial_resample)(w, rng)
-            mean = _logmeanexp(logw)
+        if method == "smc":
+            for g in range(groups):
+                if not alive[g * size : (g + 1) * size].any():
+                    raise ConstrainError(f"every SMC particle of group {g} hit a dead end by step {step + 1}")
+        idx = np.arange(n)
+        if method == "smc" and not last:
+            for g in range(groups):
+                sl = slice(g * size, (g + 1) * size)
+                lw = logw[sl]
+                if ess(lw) < ess_threshold * size:
+                    w = np.exp(lw - lw[np.isfinite(lw)].max())
+                    sub = (systematic_resample if resampling == "systematic" else multinomial_resample)(w, rng)
+                    idx[sl] = g * size + sub
+                    logw[sl] = _logmeanexp(lw)
+                    stats.resamples += 1
+        if (idx != np.arange(n)).any():
             matchers = [matchers[k].copy() for k in idx]
             toks = [list(toks[k]) for k in idx]
             done, alive, ended_eos, phi_last, nxt = done[idx], alive[idx], ended_eos[idx], phi_last[idx], nxt[idx]
-            logw = np.full(n, mean)
-            stats.resamples += 1
             stats.engine_time += time.perf_counter() - te
             tm = time.perf_counter()
             decoder.reorder(idx)
@@ -250,12 +267,17 @@ def run(
         raise ConstrainError(
             "decoding reached a dead end (no valid token, or the budget ran out before the text was complete)"
         )
-    if method == "smc" and alive.any():
-        w = np.exp(logw - logw[alive].max())
-        w[~alive] = 0
-        index = int(rng.choice(n, p=w / w.sum()))
-    else:
-        index = int(np.flatnonzero(alive)[0]) if alive.any() else 0
+    chosen_idx: list[int] = []
+    for g in range(groups if method == "smc" else 1):
+        sl = np.arange(g * size, (g + 1) * size) if method == "smc" else np.arange(n)
+        a = alive[sl]
+        if method == "smc" and a.any():
+            w = np.exp(logw[sl] - logw[sl][a].max())
+            w[~a] = 0
+            chosen_idx.append(int(sl[rng.choice(len(sl), p=w / w.sum())]))
+        else:
+            chosen_idx.append(int(sl[np.flatnonzero(a)[0]]) if a.any() else int(sl[0]))
+    index = chosen_idx[0]
     chosen = particles[index]
     return SamplingResult(
         text=chosen.text.decode("utf-8", errors="replace"),
@@ -267,4 +289,6 @@ def run(
         method=method,
         eos=bool(ended_eos[index]),
         index=index,
+        chosen=chosen_idx,
+        log_ml_groups=[_logmeanexp(logw[g * size : (g + 1) * size]) for g in range(groups)],
     )

@@ -1,0 +1,466 @@
+"""Exactness of the samplers on enumerable toy language models with real regex matchers.
+
+AWRS must sample the locally constrained distribution exactly (chi-square), its weight must
+be an unbiased (properly weighted) estimate of the local normaliser Z (Monte Carlo against
+the exact Z, and exact rational enumeration of the estimator on small draw trees), and SMC
+must approach the global posterior where token masking provably does not.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import chi2
+
+import constrain
+from constrain.errors import ConstrainError
+from constrain.sampling import (
+    BudgetTooSmall,
+    Checker,
+    Proposal,
+    SamplingStats,
+    awrs_sample,
+    budget_mask,
+    fits,
+    greedy_sample,
+    lcd_sample,
+    run,
+)
+from constrain.sampling.awrs import lazy_order
+from constrain.sampling.smc import ess, multinomial_resample, systematic_resample
+from constrain.sampling.toy import (
+    NGramLM,
+    ToyDecoder,
+    enumerate_language,
+    total_variation,
+    weighted_distribution,
+)
+
+TOKENS = [b"a", b"b", b"c", b"d", b"ab", b"cd", b"abc", b"x", None]
+EOS = 8
+
+
+def toy_vocab() -> constrain.Vocabulary:
+    return constrain.Vocabulary.from_token_bytes(TOKENS, eos_token_ids=(EOS,))
+
+
+def chi_square_ok(counts: np.ndarray, probs: np.ndarray, alpha: float = 1e-3) -> tuple[bool, float, float]:
+    """Pearson chi-square of ``counts`` against ``probs`` (cells with p=0 must be empty)."""
+    n = counts.sum()
+    assert counts[probs == 0].sum() == 0, "a token with zero target probability was sampled"
+    keep = probs > 0
+    exp = probs[keep] * n
+    stat = float(((counts[keep] - exp) ** 2 / exp).sum())
+    crit = float(chi2.ppf(1 - alpha, keep.sum() - 1)) if keep.sum() > 1 else 0.0
+    return stat <= crit, stat, crit
+
+
+def states(compiled, prefixes):
+    out = []
+    for pre in prefixes:
+        m = compiled.matcher()
+        m.advance_many(pre)
+        out.append(m)
+    return out
+
+
+# ---- AWRS: exact local distribution and unbiased Z ---------------------------------------------
+
+
+@pytest.mark.parametrize("max_rejects", [64, 1])
+def test_awrs_token_frequencies_match_local_constrained_distribution(max_rejects):
+    vocab = toy_vocab()
+    compiled = constrain.compile(constrain.regex(r"(ab|cd)*x?"), vocab)
+    rng = np.random.default_rng(1234)
+    lm = NGramLM.random(len(vocab), np.random.default_rng(7))
+    for m, ctx in zip(states(compiled, [[], [0], [4], [5, 7]]), [[], [0], [4], [5, 7]], strict=True):
+        p = lm.probs(ctx)
+        valid = np.array([m.check(t) for t in range(len(vocab))])
+        if not valid.any():
+            continue
+        g = np.where(valid, p, 0) / p[valid].sum()
+        counts = np.zeros(len(vocab))
+        n = 4000
+        for _ in range(n):
+            d = awrs_sample(Proposal(lm.logits(ctx)), Checker(m), rng, max_rejects=max_rejects)
+            counts[d.token] += 1
+        ok, stat, crit = chi_square_ok(counts, g)
+        assert ok, f"prefix {ctx}: chi-square {stat:.1f} > {crit:.1f}"
+
+
+@pytest.mark.parametrize("max_rejects", [64, 2, 1])
+def test_awrs_weight_is_unbiased_for_local_z(max_rejects, capsys):
+    """Mean of Z_hat over many draws equals the exact Z; also E[Z_hat 1{x}] = p(x) c(x)."""
+    vocab = toy_vocab()
+    compiled = constrain.compile(constrain.regex(r"a(b|c)d?x?"), vocab)
+    rng = np.random.default_rng(99)
+    report = []
+    for seed in range(4):
+        lm = NGramLM.random(len(vocab), np.random.default_rng(seed), alpha=0.7)
+        for m, ctx in zip(states(compiled, [[], [0]]), [[], [0]], strict=True):
+            p = lm.probs(ctx)
+            valid = np.array([m.check(t) for t in range(len(vocab))])
+            z = float(p[valid].sum())
+            n = 6000
+            zs = np.empty(n)
+            joint = np.zeros(len(vocab))
+            for i in range(n):
+                d = awrs_sample(Proposal(lm.logits(ctx)), Checker(m), rng, max_rejects=max_rejects)
+                zs[i] = math.exp(d.log_z)
+                joint[d.token] += zs[i]
+            se = zs.std() / math.sqrt(n)
+            report.append((seed, ctx, z, zs.mean(), zs.var()))
+            assert abs(zs.mean() - z) <= 4.5 * se + 1e-9, f"E[Z_hat]={zs.mean():.4f} vs Z={z:.4f} (se {se:.4f})"
+            # proper weighting, token by token
+            target = np.where(valid, p, 0)
+            assert np.all(np.abs(joint / n - target) <= 5 * zs.std() / math.sqrt(n) + 1e-3)
+    with capsys.disabled():
+        print(f"\nAWRS Z_hat (max_rejects={max_rejects}): seed, prefix, exact Z, mean Z_hat, variance")
+        for row in report:
+            print("  ", row[0], row[1], f"{row[2]:.4f} {row[3]:.4f} {row[4]:.5f}")
+
+
+def _sequences(p: list[Fraction], items: list[int]):
+    """All without-replacement draw orders of ``items`` under ``p``, with their probabilities."""
+    for perm in itertools.permutations(items):
+        prob = Fraction(1)
+        left = sum(p[i] for i in items)
+        for i in perm:
+            prob *= p[i] / left
+            left -= p[i]
+        yield perm, prob
+
+
+def two_trace_expectation(p: list[Fraction], valid: list[bool]) -> list[Fraction]:
+    """Exact E[Z_hat * 1{x0 = x}] for every x under the two-trace estimator (rationals)."""
+    out = [Fraction(0)] * len(p)
+    everything = list(range(len(p)))
+    for order0, pr0 in _sequences(p, everything):
+        k = next(i for i, t in enumerate(order0) if valid[t])
+        x0, rej0 = order0[k], order0[:k]
+        psi0 = sum(p[t] for t in rej0)
+        rest = [t for t in everything if t not in rej0]
+        for order1, pr1 in _sequences(p, rest):
+            n1 = next(i for i, t in enumerate(order1) if valid[t])
+            out[x0] += pr0 * pr1 * (1 - psi0) / (len(rej0) + n1 + 1)
+    return out
+
+
+@pytest.mark.parametrize(
+    "p,valid",
+    [
+        ([Fraction(1, 2), Fraction(1, 2)], [True, False]),
+        ([Fraction(1, 5), Fraction(3, 10), Fraction(1, 2)], [False, True, False]),
+        ([Fraction(1, 6), Fraction(1, 3), Fraction(1, 4), Fraction(1, 4)], [True, False, True, False]),
+        ([Fraction(1, 10), Fraction(2, 10), Fraction(3, 10), Fraction(4, 10)], [False, False, False, True]),
+    ],
+)
+def test_two_trace_estimator_exact_rational_enumeration(p, valid):
+    """The estimator AWRS implements is properly weighted, exactly: E[Z_hat 1{x}] = p(x) c(x)."""
+    got = two_trace_expectation(p, valid)
+    assert got == [pi if v else Fraction(0) for pi, v in zip(p, valid, strict=True)]
+
+
+def test_naive_three_trace_estimator_is_biased_by_exact_enumeration():
+    """The pitfall from the research notes: sharing the rejected set across a third trace."""
+    p = [Fraction(1, 2), Fraction(1, 2)]
+    valid = [True, False]
+    total = Fraction(0)
+    for order0, pr0 in _sequences(p, [0, 1]):
+        k = next(i for i, t in enumerate(order0) if valid[t])
+        rej = set(order0[:k])
+        psi = sum(p[t] for t in rej)
+        n = k
+        # two more traces, each extending the shared rejected set
+        def extend(rej, pr, n, depth, psi=psi):
+            if depth == 0:
+                return pr * (1 - psi) / (n + 1)
+            rest = [t for t in (0, 1) if t not in rej]
+            acc = Fraction(0)
+            for order, prx in _sequences(p, rest):
+                j = next(i for i, t in enumerate(order) if valid[t])
+                acc += extend(rej | set(order[:j]), pr * prx, n + j, depth - 1, psi)
+            return acc
+        total += extend(rej, pr0, n, 2)
+    assert total != Fraction(1, 2)
+
+
+def test_implementation_matches_exact_draw_tree_distribution():
+    """The (token, number of rejections) pairs our code produces follow the exact law."""
+    vocab = constrain.Vocabulary.from_token_bytes([b"a", b"b", b"c", b"d", None], eos_token_ids=(4,))
+    compiled = constrain.compile(constrain.regex(r"[ac]"), vocab)
+    m = compiled.matcher()
+    probs = [Fraction(1, 10), Fraction(2, 10), Fraction(3, 10), Fraction(3, 10), Fraction(1, 10)]
+    probs = [x / sum(probs) for x in probs]
+    valid = [m.check(t) for t in range(5)]
+    law: Counter = Counter()
+    for order0, pr0 in _sequences(probs, list(range(5))):
+        k = next(i for i, t in enumerate(order0) if valid[t])
+        rest = [t for t in range(5) if t not in order0[:k]]
+        for order1, pr1 in _sequences(probs, rest):
+            n1 = next(i for i, t in enumerate(order1) if valid[t])
+            law[(order0[k], k + n1)] += pr0 * pr1
+    keys = sorted(law)
+    expected = np.array([float(law[k]) for k in keys])
+    logits = np.log(np.array([float(x) for x in probs]))
+    rng = np.random.default_rng(5)
+    counts = Counter()
+    n = 6000
+    for _ in range(n):
+        d = awrs_sample(Proposal(logits), Checker(m), rng)
+        counts[(d.token, d.rejections)] += 1
+    assert set(counts) <= set(keys)
+    ok, stat, crit = chi_square_ok(np.array([counts[k] for k in keys], dtype=float), expected)
+    assert ok, f"chi-square {stat:.1f} > {crit:.1f}"
+
+
+# ---- SMC vs masking on a provably biased example ----------------------------------------------
+
+
+def biased_example():
+    """The model prefers 'a' (0.9) but after 'a' only 'c' (0.01) is valid; after 'b' most is."""
+    vocab = constrain.Vocabulary.from_token_bytes([b"a", b"b", b"c", b"d", None], eos_token_ids=(4,))
+    compiled = constrain.compile(constrain.regex(r"ac|b[a-d]"), vocab)
+    lm = NGramLM(
+        5,
+        {
+            (): [0.9, 0.1, 0, 0, 0],
+            (0,): [0.4, 0.3, 0.01, 0.28, 0.01],
+            (1,): [0.2, 0.2, 0.25, 0.25, 0.1],
+        },
+        default=[0.02, 0.02, 0.02, 0.04, 0.9],
+    )
+    return vocab, compiled, lm
+
+
+def test_smc_approaches_global_posterior_while_masking_does_not(capsys):
+    _, compiled, lm = biased_example()
+    post, lcd_exact, _ = enumerate_language(lm, compiled, 4)
+    assert post[(0, 2, 4)] < 0.2 and lcd_exact[(0, 2, 4)] > 0.85  # the example is biased for masking
+    seeds = range(6)
+    tvs = {}
+    for n in (10, 100, 1000):
+        tv = [
+            total_variation(
+                weighted_distribution(run(ToyDecoder(lm), compiled, method="smc", n=n, max_new_tokens=4, seed=s)),
+                post,
+            )
+            for s in seeds
+        ]
+        tvs[n] = float(np.mean(tv))
+    r = run(ToyDecoder(lm), compiled, method="lcd", n=2000, max_new_tokens=4, seed=0)
+    c = Counter(tuple(p.tokens) for p in r.particles)
+    lcd_tv = total_variation({k: v / 2000 for k, v in c.items()}, post)
+    # masking samples its own distribution exactly ...
+    assert total_variation({k: v / 2000 for k, v in c.items()}, lcd_exact) < 0.05
+    with capsys.disabled():
+        print("\nTV to the exact global posterior (mean of 6 seeds):")
+        for n, tv in tvs.items():
+            print(f"   SMC-AWRS {n:5d} particles: {tv:.3f}")
+        print(f"   token masking (2000 samples): {lcd_tv:.3f}")
+    # ... which is far from the posterior, while SMC converges to it
+    assert lcd_tv > 0.6
+    assert tvs[1000] < 0.1
+    assert tvs[1000] < tvs[100] < tvs[10]
+
+
+def test_smc_log_ml_estimates_probability_of_the_language():
+    _, compiled, lm = biased_example()
+    _, _, z = enumerate_language(lm, compiled, 4)
+    est = [math.exp(run(ToyDecoder(lm), compiled, method="smc", n=200, max_new_tokens=4, seed=s).log_ml) for s in range(10)]
+    assert abs(np.mean(est) - z) < 0.15 * z
+
+
+def test_smc_groups_are_independent_runs():
+    _, compiled, lm = biased_example()
+    r = run(ToyDecoder(lm), compiled, method="smc", n=40, groups=4, max_new_tokens=4, seed=3)
+    assert len(r.chosen) == 4 and len(r.log_ml_groups) == 4
+    for g, i in enumerate(r.chosen):
+        assert g * 10 <= i < (g + 1) * 10
+        assert compiled.matcher().accepts_text(r.particles[i].text)
+
+
+def test_potential_restricts_the_posterior():
+    """An extra potential (a validator forbidding 'c') gives the posterior restricted to it."""
+    _, compiled, lm = biased_example()
+    post, _, _ = enumerate_language(lm, compiled, 4)
+    restricted = {k: v for k, v in post.items() if 2 not in k}
+    zr = sum(restricted.values())
+    restricted = {k: v / zr for k, v in restricted.items()}
+
+    def no_c(text: bytes) -> float:
+        return -math.inf if b"c" in text else 0.0
+
+    tvs = []
+    for s in range(4):
+        r = run(ToyDecoder(lm), compiled, method="smc", n=500, max_new_tokens=4, seed=s, potential=no_c)
+        dist = weighted_distribution(r)
+        assert all(2 not in k for k in dist)
+        tvs.append(total_variation(dist, restricted))
+    assert np.mean(tvs) < 0.1
+
+
+# ---- budget-aware completion, dead ends, greedy, processing -----------------------------------
+
+
+def test_budget_forces_completion_and_reports_too_small():
+    vocab = toy_vocab()
+    compiled = constrain.compile(constrain.regex(r"a[bc]*d"), vocab)
+    # a model that never wants to stop: 'b' and 'c' dominate, 'd' and EOS are rare
+    lm = NGramLM(len(vocab), {}, default=[0.01, 0.5, 0.45, 0.001, 0.01, 0.01, 0.01, 0.01, 0.001])
+    for method in ("lcd", "awrs", "smc"):
+        for seed in range(5):
+            for budget in (2, 3, 7):
+                r = run(ToyDecoder(lm), compiled, method=method, n=3 if method == "smc" else 1,
+                        max_new_tokens=budget, seed=seed)
+                assert len(r.tokens) <= budget
+                assert compiled.matcher().accepts_text(r.text), (method, seed, budget, r.text)
+    with pytest.raises(BudgetTooSmall, match="max_new_tokens=1 is too small"):
+        run(ToyDecoder(lm), compiled, method="awrs", max_new_tokens=1, seed=0)
+
+
+def test_budget_rule_fast_path_matches_reference():
+    """The DFA fast path of ``fits`` and the vectorised ``budget_mask`` agree with copy/advance."""
+    vocab = toy_vocab()
+    compiled = constrain.compile(constrain.regex(r"(ab|cd){2,4}x|abcx"), vocab)
+    for pre in ([], [0], [4], [4, 5], [0, 1, 2]):
+        m = compiled.matcher()
+        try:
+            m.advance_many(pre)
+        except ConstrainError:
+            continue
+        allowed = m.mask()
+        for remaining in range(0, 12):
+            ref = np.zeros(len(vocab), dtype=bool)
+            for t in np.flatnonzero(allowed):
+                if t == EOS:
+                    ref[t] = True
+                    continue
+                m2 = m.copy()
+                m2.advance(int(t))
+                ref[t] = m2.shortest_completion_bytes() <= remaining - 1
+                assert fits(m, int(t), remaining) == ref[t]
+            assert np.array_equal(budget_mask(m, allowed, remaining), ref)
+
+
+def test_dead_end_gives_zero_weight_not_a_crash():
+    # after 'a' the regex needs 'c', which no token provides
+    vocab = constrain.Vocabulary.from_token_bytes([b"a", b"b", None], eos_token_ids=(2,))
+    compiled = constrain.compile(constrain.regex(r"ac|b"), vocab)
+    m = compiled.matcher()
+    m.advance(0)
+    rng = np.random.default_rng(0)
+    prop = Proposal(np.zeros(3, dtype=np.float32))
+    d = awrs_sample(prop, Checker(m), rng)
+    assert d.token is None and d.log_z == -math.inf
+    assert lcd_sample(prop, Checker(m), rng).token is None
+    assert greedy_sample(prop, Checker(m)).token is None
+    lm = NGramLM(3, {(): [0.5, 0.5, 0.0]}, default=[0.3, 0.3, 0.4])
+    r = run(ToyDecoder(lm), compiled, method="smc", n=50, max_new_tokens=3, seed=1)
+    dead = [p for p in r.particles if not p.alive]
+    assert r.stats.dead_particles > 0 or all(p.tokens[0] == 1 for p in r.particles)
+    assert all(p.log_weight == -math.inf for p in dead)
+    assert r.text == "b"
+    # budget off: a single AWRS sample that walks into the dead end raises a typed error
+    lm_a = NGramLM(3, {(): [1.0, 0.0, 0.0]}, default=[0.3, 0.3, 0.4])
+    with pytest.raises(ConstrainError, match="dead end"):
+        run(ToyDecoder(lm_a), compiled, method="awrs", max_new_tokens=3, seed=1)
+
+
+def test_greedy_agrees_between_masking_and_awrs():
+    vocab = toy_vocab()
+    compiled = constrain.compile(constrain.regex(r"(ab|cd)+x"), vocab)
+    for seed in range(5):
+        lm = NGramLM.random(len(vocab), np.random.default_rng(seed))
+        a = run(ToyDecoder(lm), compiled, method="lcd", greedy=True, max_new_tokens=8, seed=0)
+        b = run(ToyDecoder(lm), compiled, method="awrs", greedy=True, max_new_tokens=8, seed=0)
+        c = run(ToyDecoder(lm), compiled, method="awrs", greedy=True, max_new_tokens=8, seed=0, max_rejects=1)
+        assert a.tokens == b.tokens == c.tokens
+        assert compiled.matcher().accepts_text(a.text)
+
+
+def test_temperature_top_k_top_p_are_applied_before_the_constraint():
+    logits = np.log(np.array([0.05, 0.4, 0.3, 0.15, 0.1], dtype=np.float32))
+    p = Proposal(logits, top_k=2)
+    assert np.flatnonzero(p.weights).tolist() == [1, 2]
+    p = Proposal(logits, top_p=0.75)
+    assert np.flatnonzero(p.weights).tolist() == [1, 2, 3]
+    p = Proposal(logits, temperature=0.5)
+    q = np.array([0.05, 0.4, 0.3, 0.15, 0.1]) ** 2
+    assert np.allclose(p.weights / p.total, q / q.sum(), atol=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        Proposal(logits, temperature=0)
+    with pytest.raises(ValueError, match="NaN"):
+        Proposal(np.array([0.0, np.nan], dtype=np.float32))
+    # top-k filtered tokens are never drawn, even when they are the only valid ones
+    vocab = constrain.Vocabulary.from_token_bytes([b"a", b"b", b"c", b"d", b"e", None], eos_token_ids=(5,))
+    compiled = constrain.compile(constrain.regex(r"[ade]"), vocab)
+    m = compiled.matcher()
+    rng = np.random.default_rng(0)
+    toks = {awrs_sample(Proposal(np.append(logits, -9), top_k=4), Checker(m), rng).token for _ in range(300)}
+    assert toks == {3, 4}
+
+
+def test_awrs_checks_few_tokens_when_the_model_agrees():
+    vocab = toy_vocab()
+    compiled = constrain.compile(constrain.regex(r"(ab|cd)*"), vocab)
+    table = {(4,): [0.001] * 5 + [0.99, 0.001, 0.001, 0.002], (5,): [0.001] * 4 + [0.99, 0.001, 0.001, 0.001, 0.005]}
+    lm = NGramLM(len(vocab), table, default=[0.001] * 4 + [0.99, 0.001, 0.001, 0.001, 0.005])
+    r = run(ToyDecoder(lm), compiled, method="awrs", max_new_tokens=20, seed=0, budget=False)
+    assert r.stats.masks == 0 and r.stats.masks_avoided == r.stats.steps
+    assert r.stats.checks_per_token < 2.5
+    lcd = run(ToyDecoder(lm), compiled, method="lcd", max_new_tokens=20, seed=0, budget=False)
+    assert lcd.stats.masks == lcd.stats.steps
+
+
+def test_checker_caches_per_state_within_a_step():
+    vocab = toy_vocab()
+    compiled = constrain.compile(constrain.regex(r"(ab|cd)*"), vocab)
+    stats = SamplingStats()
+    cache: dict = {}
+    m1, m2 = compiled.matcher(), compiled.matcher()
+    for m in (m1, m2):
+        chk = Checker(m, None, stats, cache)
+        assert chk(4) and not chk(1)
+    assert stats.checks == 2 and stats.cache_hits == 2
+
+
+def test_resampling_and_ess():
+    rng = np.random.default_rng(0)
+    w = np.array([0.1, 0.0, 0.6, 0.3])
+    for f in (systematic_resample, multinomial_resample):
+        idx = np.concatenate([f(w, rng) for _ in range(2000)])
+        freq = np.bincount(idx, minlength=4) / len(idx)
+        assert freq[1] == 0 and np.allclose(freq, w, atol=0.02)
+    assert ess(np.log(np.ones(8))) == pytest.approx(8)
+    assert ess(np.array([0.0, -np.inf, -np.inf])) == pytest.approx(1)
+    assert ess(np.full(3, -np.inf)) == 0
+
+
+def test_bad_arguments_raise_typed_errors():
+    _, compiled, lm = biased_example()
+    with pytest.raises(ConstrainError, match="unknown method"):
+        run(ToyDecoder(lm), compiled, method="beam")
+    with pytest.raises(ConstrainError, match="greedy"):
+        run(ToyDecoder(lm), compiled, method="smc", greedy=True)
+    with pytest.raises(ValueError, match="groups"):
+        run(ToyDecoder(lm), compiled, method="smc", n=10, groups=3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(-50, 50, width=32), st.just(-math.inf)), min_size=1, max_size=300),
+       st.sampled_from([1, 2, 16]))
+def test_lazy_order_matches_full_sort(keys, first_block):
+    """The block-wise argpartition walk equals a full descending sort (ties in any order)."""
+    work = np.array(keys, dtype=np.float32)
+    ref = sorted((k for k in work.tolist() if k != -math.inf), reverse=True)
+    got = list(lazy_order(work.copy(), first_block=first_block))
+    assert [float(np.float32(keys[i])) for i in got] == ref
+    assert len(set(got)) == len(got)
