@@ -29,11 +29,17 @@ def lexer_walk(
     tokens: np.ndarray,
     max_depth: int,
     out: np.ndarray,  # uint32 words, OR-ed into
-    bnd_node: np.ndarray,  # int32 buffer (>= number of trie nodes)
+    bnd_node: np.ndarray,  # int32 buffer
     bnd_state: np.ndarray,  # int32 buffer
 ) -> int:
-    """Returns the number of boundary nodes written to ``bnd_node``/``bnd_state``."""
+    """Returns the number of boundary nodes found.
+
+    Only the first ``len(bnd_node)`` are written: roots may be nested (a lexeme that can end
+    at several depths, like a run of spaces), so the count can exceed the number of trie
+    nodes; the caller grows the buffers and walks again when the result does not fit.
+    """
     stack = np.empty(max_depth + 2, dtype=np.int32)
+    cap = min(bnd_node.shape[0], bnd_state.shape[0])
     nb = 0
     for j in range(roots.shape[0]):
         root = roots[j]
@@ -52,8 +58,9 @@ def lexer_walk(
                 t = tokens[k]
                 out[t >> 5] |= np.uint32(1) << np.uint32(t & 31)
             if accept[s] and trie_next[i] > i + 1:
-                bnd_node[nb] = i
-                bnd_state[nb] = s
+                if nb < cap:
+                    bnd_node[nb] = i
+                    bnd_state[nb] = s
                 nb += 1
             i += 1
     return nb

@@ -10,9 +10,8 @@ part):
 2. For each boundary lexer state, the parser completes the finished terminals (memoised by
    ``{(origin node, terminal)}``) and yields the lexemes allowed next; the subtrees below the
    boundary nodes are walked with *those*, recursively.
-3. Every walk result is cached by its *chain* ``(lexer key, boundary state, next lexer key,
-   ...)``, which fixes both the automaton and the trie nodes walked, so results are reused
-   across matcher states, sequences and forks.  In steady state (e.g. inside a JSON string)
+3. Every walk result is cached by ``(lexer key, trie nodes walked)``, which is all it depends
+   on, so results are reused across matcher states, sequences and forks.  In steady state (e.g. inside a JSON string)
    a mask is a handful of dict lookups and sparse word ORs.
 
 Compile is lazy: constructing :class:`CompiledGrammar` prepares the productions and the first
@@ -21,6 +20,7 @@ item set only; terminal DFAs, lexer products and walks are built when first reac
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 
 import numpy as np
@@ -56,6 +56,7 @@ class CompiledGrammar(CompiledConstraint):
         vocab: Vocabulary,
         *,
         cache_jobs: int = 4096,
+        cache_masks: int = 1024,
         max_lexer_states: int = 20_000,
         max_dfa_states: int = 20_000,
     ) -> None:
@@ -67,12 +68,18 @@ class CompiledGrammar(CompiledConstraint):
         self._lexers: dict[tuple, LexerDFA] = {}
         self._jobs: OrderedDict[tuple, _Job] = OrderedDict()
         self._cache_jobs = cache_jobs
+        # full text masks keyed by the exact lexer entries (origins by uid: nodes are immutable
+        # and never reused, so equal keys mean equal states), e.g. every token inside a string
+        self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._cache_masks = cache_masks
         self._eos = frozenset(vocab.eos_token_ids)
         self._scratch: np.ndarray | None = None
         self._bnd_node: np.ndarray | None = None
         self._bnd_state: np.ndarray | None = None
         self._root = np.zeros(1, dtype=np.int32)
-        self.stats = {"walks": 0, "job_hits": 0, "lexers": 0}
+        self._mark: np.ndarray | None = None
+        self._gen = 0
+        self.stats = {"walks": 0, "job_hits": 0, "lexers": 0, "mask_hits": 0}
 
     def matcher(self) -> CFGMatcher:
         return CFGMatcher(self)
@@ -103,22 +110,28 @@ class CompiledGrammar(CompiledConstraint):
             self._bnd_node = np.empty(trie.n_nodes, dtype=np.int32)
             self._bnd_state = np.empty(trie.n_nodes, dtype=np.int32)
         out = self._scratch
-        nb = cfg_kernels.lexer_walk(
-            lx.table,
-            lx.accept,
-            lx.start,
-            roots,
-            trie.byte,
-            trie.depth,
-            trie.next,
-            trie.tok_start,
-            trie.tok_end,
-            trie.tokens,
-            trie.max_depth,
-            out,
-            self._bnd_node,
-            self._bnd_state,
-        )
+        while True:
+            nb = cfg_kernels.lexer_walk(
+                lx.table,
+                lx.accept,
+                lx.start,
+                roots,
+                trie.byte,
+                trie.depth,
+                trie.next,
+                trie.tok_start,
+                trie.tok_end,
+                trie.tokens,
+                trie.max_depth,
+                out,
+                self._bnd_node,
+                self._bnd_state,
+            )
+            if nb <= len(self._bnd_node):
+                break
+            out[:] = 0
+            self._bnd_node = np.empty(2 * nb, dtype=np.int32)
+            self._bnd_state = np.empty(2 * nb, dtype=np.int32)
         idx = np.flatnonzero(out).astype(np.int32)
         vals = out[idx].copy()
         out[idx] = 0
@@ -139,26 +152,59 @@ class CompiledGrammar(CompiledConstraint):
             self._jobs.popitem(last=False)
         return j
 
+    def _next_gen(self) -> int:
+        if self._mark is None:
+            self._mark = np.zeros(self.vocab.trie.n_nodes, dtype=np.int64)
+        self._gen += 1
+        return self._gen
+
     def text_mask_words(self, pos: Pos) -> np.ndarray:
         """uint32 words of the text tokens allowed at ``pos`` (EOS not included)."""
+        mkey = tuple((t, q, o.uid) for t, q, o in pos.entries)
+        hit = self._masks.get(mkey)
+        if hit is not None:
+            self._masks.move_to_end(mkey)
+            self.stats["mask_hits"] += 1
+            return hit
         out = np.zeros(self.words, dtype=np.uint32)
         key = tuple((t, q) for t, q, _ in pos.entries)
-        self._walk(out, (key,), pos.entries, key, self._root)
+        self._walk(out, pos.entries, key, self._root, {})
+        self._masks[mkey] = out
+        if len(self._masks) > self._cache_masks:
+            self._masks.popitem(last=False)
         return out
 
-    def _walk(self, out: np.ndarray, chain: tuple, entries, key, roots: np.ndarray) -> None:
+    def _walk(self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, int]) -> None:
+        """OR into ``out`` the tokens viable below ``roots`` when ``entries`` start there.
+
+        Reaching the same parser node at the same trie node twice (a run of ignored spaces
+        ends at every depth) would walk the same subtree again, exponentially often; so
+        ``visited`` gives each parser node of this mask a generation number, and
+        ``self._mark[trie node]`` records the last generation that walked below the node.
+        """
         lx = self.lexer(key)
         if lx.start < 0:
             return
-        j = self.job(chain, lx, roots)
+        rb = roots.tobytes()
+        jkey = (key, rb if len(rb) <= 256 else hashlib.blake2b(rb, digest_size=16).digest(), len(rb))
+        j = self.job(jkey, lx, roots)
         if len(j.idx):
             out[j.idx] |= j.vals
         complete = self.parser.complete
         for s, nodes in j.bnd:
             done = frozenset((entries[e][2], entries[e][0]) for e in lx.completing[s])
             y = complete(done)
-            if y.key:
-                self._walk(out, chain + (s, y.key), y.fresh, y.key, nodes)
+            if not y.key:
+                continue
+            g = visited.get(y.uid)
+            if g is None:
+                g = visited[y.uid] = self._next_gen()
+            else:
+                nodes = nodes[self._mark[nodes] != g]
+                if not len(nodes):
+                    continue
+            self._mark[nodes] = g
+            self._walk(out, y.fresh, y.key, nodes, visited)
 
 
 class CFGMatcher(Matcher):

@@ -1,0 +1,132 @@
+"""CFG token masks equal a brute-force per-token check, on a toy and on the llama3 vocabulary.
+
+The brute force is :func:`constrain.engine.reference.matcher_mask_by_checks`: for every token,
+``accepts_prefix_bytes`` in pure Python (no trie, no lexer product, no caches).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import constrain
+from constrain.cfg.generate import random_member
+from constrain.engine.cfg_matcher import CompiledGrammar
+from constrain.engine.reference import matcher_mask_by_checks
+from constrain.vocab import Vocabulary
+
+GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
+
+
+def _grammar(name: str):
+    return constrain.grammar((GRAMMARS / f"{name}.lark").read_text())
+
+
+def _compare(m, where: str) -> None:
+    fast = m.mask()
+    ref = matcher_mask_by_checks(m)
+    diff = np.flatnonzero(fast != ref)
+    assert not len(diff), f"{where}: mask differs from brute force at tokens {diff[:10].tolist()}"
+
+
+def _toy_vocab() -> Vocabulary:
+    rng = random.Random(3)
+    alphabet = b' \t\n{}[]:,"\\0123456789.-+eEabcfilnrstuxyz_()*/%^=<>;!'
+    toks: list[bytes | None] = [None]
+    toks += [bytes([c]) for c in alphabet]
+    for _ in range(400):
+        toks.append(bytes(rng.choice(alphabet) for _ in range(rng.randint(2, 6))))
+    toks += [b'{"', b'":', b'", "', b"true", b"null", b"}]", b"  ", b"    ", b'"}', b"\xc3\xa9", b"\xc3"]
+    return Vocabulary.from_token_bytes(toks, eos_token_ids=[0])
+
+
+@pytest.mark.parametrize("name", ["json", "arithmetic", "c_like", "python_expr", "smiles", "sql"])
+def test_toy_vocab_masks_match_brute_force_on_random_walks(name: str) -> None:
+    vocab = _toy_vocab()
+    cg = CompiledGrammar(_grammar(name), vocab)
+    rng = random.Random(11)
+    states = 0
+    for walk in range(8):
+        m = cg.matcher()
+        for step in range(15):
+            _compare(m, f"{name} walk {walk} step {step}")
+            states += 1
+            allowed = m.allowed_tokens()
+            if not len(allowed):
+                break
+            m.advance(int(rng.choice(allowed.tolist())))
+            if m.is_terminated():
+                break
+    assert states > 30
+
+
+def _reachable_states(cg: CompiledGrammar, vocab: Vocabulary, rng: random.Random, n: int):
+    """Matchers after a random prefix of the tokenisation of a random member."""
+    eg = cg.parser
+    out = []
+    while len(out) < n:
+        s = random_member(eg, rng, max_depth=4)
+        if not 0 < len(s) < 120:
+            continue
+        ids = vocab.encode(s)
+        m = cg.matcher()
+        k = rng.randrange(len(ids) + 1)
+        m.advance_many(ids[:k])
+        out.append(m)
+    return out
+
+
+def _compare_sampled(m, rng: random.Random, where: str) -> None:
+    """Brute force on 4000 random tokens plus 1500 random allowed ones (grammars whose
+    identifier terminals allow most of the vocabulary are too slow to check in full)."""
+    vocab = m.vocab
+    fast = m.mask()
+    allowed = np.flatnonzero(fast).tolist()
+    sample = set(rng.sample(range(len(vocab)), 4000)) | set(rng.sample(allowed, min(1500, len(allowed))))
+    for t in sample:
+        if t in vocab.eos_token_ids:
+            ref = m.is_accepting()
+        else:
+            b = vocab.token_bytes(t)
+            ref = bool(b) and m.accepts_prefix_bytes(b)
+        assert fast[t] == ref, f"{where}: token {t} {vocab.token_bytes(t)!r}: mask {fast[t]}, brute force {ref}"
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "full"),
+    [
+        ("json", 4, True),
+        ("sql", 1, True),
+        ("smiles", 2, True),
+        ("arithmetic", 2, False),
+        ("c_like", 2, False),
+        ("python_expr", 2, False),
+    ],
+)
+def test_llama3_masks_match_brute_force(llama3_vocab, name: str, n: int, full: bool) -> None:
+    cg = CompiledGrammar(_grammar(name), llama3_vocab)
+    rng = random.Random(5)
+    ms = _reachable_states(cg, llama3_vocab, rng, n)
+    if full:
+        ms.insert(0, cg.matcher())
+    for i, m in enumerate(ms):
+        if full:
+            _compare(m, f"{name} state {i}")
+        else:
+            _compare_sampled(m, rng, f"{name} state {i}")
+
+
+def test_llama3_json_walk_allows_every_instance_token(llama3_vocab) -> None:
+    """The real tokenisation of JSON documents is allowed token by token, and EOS at the end."""
+    cg = CompiledGrammar(_grammar("json"), llama3_vocab)
+    docs = ['{"a": [1, 2.5, {"b": null}], "c": "d\\u00e9"}', "[true,false]", '  {"x":"y"}  ']
+    for d in docs:
+        m = cg.matcher()
+        for t in llama3_vocab.encode(d):
+            assert m.mask()[t], (d, t)
+            m.advance(t)
+        assert m.is_accepting()
+        assert m.mask()[llama3_vocab.eos_token_ids[0]]
