@@ -164,3 +164,14 @@ def test_plot_writes_png(tmp_path: Path) -> None:
     recs = [_rec("A", "e", "ok", passed=True, false_rejects=0, false_accepts=0, compile_s=0.1, mask_us=[2.0])]
     png = plot(summarize(recs), tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_generation_time_budget_interrupts_slow_work() -> None:
+    import time
+
+    t0 = time.monotonic()
+    with jd._time_limit(0.2):
+        time.sleep(5)  # stands for a schema hypothesis-jsonschema takes minutes to canonicalise
+    assert time.monotonic() - t0 < 2
+    # and the alarm is disarmed afterwards
+    time.sleep(0.3)
