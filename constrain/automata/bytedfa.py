@@ -157,8 +157,9 @@ class ByteDFA:
         n_cls = len(np.unique(cls))
         while True:
             nxt = np.where(self.table >= 0, cls[np.maximum(self.table, 0)], -1)
-            sig = np.concatenate([cls[:, None], nxt], axis=1)
-            _, new = np.unique(sig, axis=0, return_inverse=True)
+            sig = np.ascontiguousarray(np.concatenate([cls[:, None], nxt], axis=1))
+            rows = sig.view(np.dtype((np.void, sig.dtype.itemsize * sig.shape[1]))).ravel()
+            _, new = np.unique(rows, return_inverse=True)  # 1-D on raw row bytes: fast
             new = new.ravel()
             k = int(new.max()) + 1
             cls = new

@@ -46,7 +46,7 @@ class CompiledDFA(CompiledConstraint):
         return DFAMatcher(self)
 
     def state_mask(self, state: int) -> np.ndarray:
-        """uint32 words of text tokens allowed from ``state`` (EOS not included); cached."""
+        """uint32 words of the tokens allowed from ``state`` (EOS included when accepting); cached."""
         m = self._cache.get(state)
         if m is not None:
             if len(self._cache) >= self._cache_states:
@@ -67,6 +67,8 @@ class CompiledDFA(CompiledConstraint):
             m,
         )
         self.stats["mask_walks"] += 1
+        if self.accepting[state]:  # cache the full mask, EOS included, so fill_mask is one copy
+            m |= self.vocab.eos_mask_words
         self._cache[state] = m
         if len(self._cache) > self._cache_states:
             self._cache.popitem(last=False)
@@ -95,10 +97,7 @@ class DFAMatcher(Matcher):
         if self.terminated:
             bitmask[:] = 0
             return
-        out = bitmask.view(np.uint32)
-        np.copyto(out, self.compiled.state_mask(self.state))
-        if self.compiled.accepting[self.state]:
-            out |= self.vocab.eos_mask_words
+        np.copyto(bitmask.view(np.uint32), self.compiled.state_mask(self.state))
 
     def check(self, token_id: int) -> bool:
         self._check_range(token_id)
