@@ -69,7 +69,8 @@ def lexer_walk(
 def reference_walk(table, accept, start, roots, trie, n_tokens: int):
     """Pure-Python :func:`lexer_walk`: from each node's full byte string, no subtree skipping.
 
-    Returns ``(allowed bool array, set of (boundary node, state))``.
+    Returns ``(allowed bool array, list of (boundary node, state))``; the list has one entry
+    per root that reaches the node (nested roots walk shared nodes once each).
     """
     n = len(trie.byte)
     prefix: list[bytes] = [b""] * n
@@ -80,7 +81,7 @@ def reference_walk(table, accept, start, roots, trie, n_tokens: int):
         prefix[i] = prefix[parent_stack[-1]] + bytes([int(trie.byte[i])])
         parent_stack.append(i)
     allowed = np.zeros(n_tokens, dtype=bool)
-    bnd: set[tuple[int, int]] = set()
+    bnd: list[tuple[int, int]] = []
     for r in roots:
         r = int(r)
         base = prefix[r]
@@ -95,5 +96,5 @@ def reference_walk(table, accept, start, roots, trie, n_tokens: int):
             for k in range(int(trie.tok_start[i]), int(trie.tok_end[i])):
                 allowed[int(trie.tokens[k])] = True
             if accept[s] and int(trie.next[i]) > i + 1:
-                bnd.add((i, s))
+                bnd.append((i, s))
     return allowed, bnd

@@ -1,0 +1,87 @@
+"""Fast CFG kernels against their slow references (hypothesis)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from constrain.cfg.lexer import LexerDFA
+from constrain.engine import cfg_kernels
+from constrain.vocab.trie import TokenTrie
+
+ALPHA = b"abc"
+
+
+@st.composite
+def walk_case(draw):
+    n = draw(st.integers(1, 5))
+    table = np.full((n, 256), -1, dtype=np.int32)
+    for s in range(n):
+        for b in ALPHA:
+            table[s, b] = draw(st.integers(-1, n - 1))
+    accept = np.array([draw(st.booleans()) for _ in range(n)], dtype=np.bool_)
+    toks = draw(st.lists(st.binary(min_size=1, max_size=5).map(lambda x: bytes(ALPHA[c % 3] for c in x)), min_size=1, max_size=30))
+    trie = TokenTrie.build(list(toks))
+    k = draw(st.integers(1, 4))
+    roots = sorted({draw(st.integers(0, trie.n_nodes - 1)) for _ in range(k)})
+    start = draw(st.integers(0, n - 1))
+    return table, accept, start, np.array(roots, dtype=np.int32), trie, len(toks)
+
+
+@settings(max_examples=150, deadline=None)
+@given(walk_case(), st.integers(0, 3))
+def test_lexer_walk_matches_reference(case, cap_shrink) -> None:
+    table, accept, start, roots, trie, n_tokens = case
+    out = np.zeros((n_tokens + 31) // 32, dtype=np.uint32)
+    cap = max(0, trie.n_nodes - cap_shrink)
+    bn = np.empty(cap, dtype=np.int32)
+    bs = np.empty(cap, dtype=np.int32)
+    nb = cfg_kernels.lexer_walk(
+        table, accept, start, roots, trie.byte, trie.depth, trie.next, trie.tok_start, trie.tok_end,
+        trie.tokens, trie.max_depth, out, bn, bs,
+    )
+    allowed, bnd = cfg_kernels.reference_walk(table, accept, start, roots, trie, n_tokens)
+    bits = np.unpackbits(out.view(np.uint8), bitorder="little")[:n_tokens].astype(bool)
+    assert (bits == allowed).all()
+    assert nb == len(bnd)
+    if nb <= cap:
+        assert Counter(zip(bn[:nb].tolist(), bs[:nb].tolist(), strict=True)) == Counter(bnd)
+
+
+@st.composite
+def lexer_case(draw):
+    n_terms = draw(st.integers(1, 3))
+    tables, accs, key = [], [], []
+    for t in range(n_terms):
+        n = draw(st.integers(1, 4))
+        tab = np.full((n, 256), -1, dtype=np.int32)
+        for s in range(n):
+            for b in ALPHA:
+                tab[s, b] = draw(st.integers(-1, n - 1))
+        tables.append(tab)
+        accs.append(np.array([draw(st.booleans()) for _ in range(n)], dtype=np.bool_))
+        key.append((t, draw(st.integers(0, n - 1))))
+    data = draw(st.binary(max_size=8).map(lambda x: bytes(ALPHA[c % 3] for c in x)))
+    return tables, accs, tuple(key), data
+
+
+@settings(max_examples=150, deadline=None)
+@given(lexer_case())
+def test_lexer_product_matches_per_entry_simulation(case) -> None:
+    tables, accs, key, data = case
+    lx = LexerDFA(key, tables, accs, max_states=10_000)
+    s = lx.start
+    qs = [q for _, q in key]
+    for b in data:
+        qs = [int(tables[t][q, b]) if q >= 0 else -1 for (t, _), q in zip(key, qs, strict=True)]
+        s = int(lx.table[s, b]) if s >= 0 else -1
+        alive = any(q >= 0 for q in qs)
+        assert (s >= 0) == alive
+        if not alive:
+            break
+        comp = tuple(e for e, ((t, _), q) in enumerate(zip(key, qs, strict=True)) if q >= 0 and accs[t][q])
+        assert lx.completing[s] == comp
+        assert bool(lx.accept[s]) == bool(comp)
