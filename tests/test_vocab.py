@@ -120,3 +120,25 @@ def _parent_index(trie: TokenTrie, i: int) -> int:
     while trie.depth[j] != d - 1:
         j -= 1
     return j
+
+
+def test_from_pretrained_cache_hit_skips_transformers(tmp_path):
+    """A cached vocabulary loads from its files' hash without building the HF tokenizer."""
+    import subprocess
+    import sys
+
+    from tests.conftest import shared_dir
+
+    path = shared_dir() / "tokenizers" / "gpt2"
+    if not path.exists():
+        pytest.skip(f"no tokenizer at {path}")
+    code = (
+        "import sys; from constrain.vocab import Vocabulary; "
+        f"v = Vocabulary.from_pretrained({str(path)!r}); "
+        "print(len(v), 'transformers' in sys.modules, v.encode('hi there') == [5303, 612])"
+    )
+    env = {**__import__("os").environ, "CONSTRAIN_CACHE": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert first.stdout.split() == ["50257", "True", "True"]
+    assert second.stdout.split() == ["50257", "False", "True"]

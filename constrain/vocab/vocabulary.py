@@ -94,9 +94,10 @@ class Vocabulary:
         self.prefix_space = prefix_space
         self.kind = kind
         self._trie = trie
-        self.hf_tokenizer: Any = None
+        self._hf: Any = None
         self._exact_backend: Any = None
         self._tokenizer_json: str | None = None
+        self._tokenizer_file: Path | None = None
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -114,15 +115,30 @@ class Vocabulary:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, vocab_size: int | None = None) -> Vocabulary:
         """Load the Hugging Face tokenizer at ``path`` (a folder with tokenizer.json) and build."""
-        try:
-            from transformers import AutoTokenizer
-        except ImportError as exc:  # pragma: no cover - transformers is a dependency
-            raise VocabularyError("transformers is required to load a tokenizer") from exc
         p = Path(path)
         if not p.exists():
             raise VocabularyError(f"no tokenizer at {p}")
-        tok = AutoTokenizer.from_pretrained(str(p))
-        return cls.from_hf(tok, vocab_size=vocab_size)
+        # Fast path: key the disk cache on the files themselves, so a cached vocabulary
+        # loads without constructing the Hugging Face tokenizer (that alone takes seconds).
+        files = [p / "tokenizer.json", p / "tokenizer_config.json"]
+        key = None
+        if files[0].exists():
+            h = hashlib.sha256(f"{_CACHE_FORMAT}|file|{vocab_size}|".encode())
+            for f in files:
+                if f.exists():
+                    h.update(f.read_bytes())
+            key = h.hexdigest()[:32]
+            hit = _MEMORY.get(key) or cls._load_cache(key)
+            if hit is not None:
+                _MEMORY[key] = hit
+                vocab = hit._shallow_copy()
+                vocab._tokenizer_file = files[0]
+                return vocab
+        vocab = cls.from_hf(_load_hf_tokenizer(p), vocab_size=vocab_size)
+        if key is not None:
+            vocab._save_cache(key)
+            _MEMORY[key] = vocab
+        return vocab
 
     @classmethod
     def from_hf(
@@ -243,6 +259,17 @@ class Vocabulary:
             prefix_space=prefix_space,
             kind="byte-level" if byte_level else "sentencepiece",
         )
+
+    @property
+    def hf_tokenizer(self) -> Any:
+        """The Hugging Face tokenizer (loaded on first use when the vocabulary came from cache)."""
+        if self._hf is None and self._tokenizer_file is not None:
+            self._hf = _load_hf_tokenizer(self._tokenizer_file.parent)
+        return self._hf
+
+    @hf_tokenizer.setter
+    def hf_tokenizer(self, tok: Any) -> None:
+        self._hf = tok
 
     # ---- disk cache -----------------------------------------------------------------------------
     def _save_cache(self, key: str) -> None:
@@ -401,6 +428,8 @@ class Vocabulary:
 
     def _backend(self) -> Any:
         """The tokenizers backend with prefix-space insertion disabled (built once)."""
+        if self._exact_backend is None and self._tokenizer_json is None and self._tokenizer_file is not None:
+            self._tokenizer_json = self._tokenizer_file.read_text(encoding="utf-8")
         if self._exact_backend is None and self._tokenizer_json is not None:
             from tokenizers import Tokenizer
 
@@ -440,3 +469,11 @@ def _strip_prefix_space(d: dict) -> None:
                 fix(v)
 
     fix(d.get("pre_tokenizer"))
+
+
+def _load_hf_tokenizer(path: Path) -> Any:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - transformers is a dependency
+        raise VocabularyError("transformers is required to load a tokenizer") from exc
+    return AutoTokenizer.from_pretrained(str(path))
