@@ -16,8 +16,9 @@ import json
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REMOTE_PREFIX = "http://localhost:1234/"
 ENGINES = ("constrain", "llguidance", "xgrammar")

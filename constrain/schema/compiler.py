@@ -62,7 +62,7 @@ _CONSTRAINING = {
 }
 _UNSUPPORTED = {"unevaluatedProperties", "unevaluatedItems", "contentSchema"}
 MAX_COUNT = 256
-MAX_SUBSET_KEYS = 8
+MAX_SUBSET_KEYS = 4
 
 
 @dataclass
@@ -633,7 +633,16 @@ class Compiler:
         return self.b.rule([(self.value_literal(v),) for v in keep], "enum")
 
     def _validates(self, v: Any, parts: list[Part]) -> bool | None:
-        """Check ``v`` against the other keywords with jsonschema (None when unsure: keep)."""
+        """Check ``v`` against the other keywords (None when unsure: keep the value).
+
+        Scalar keywords are checked here; anything else goes to jsonschema (imported
+        lazily: its import alone costs seconds).
+        """
+        simple = {"type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                  "minLength", "maxLength", "pattern", "multipleOf", "nullable", "format", "description",
+                  "title", "default", "examples", "$comment", "$schema", "$id", "$defs", "definitions"}
+        if all(k in simple or k.startswith("__") for p in parts for k in p.schema):
+            return self._quick_validate(v, parts)
         try:
             import jsonschema
         except ImportError:  # pragma: no cover
@@ -648,6 +657,36 @@ class Compiler:
                 return None
             if not ok:
                 return False
+        return True
+
+    def _quick_validate(self, v: Any, parts: list[Part]) -> bool | None:
+        import re as _re
+
+        for p in parts:
+            s = p.schema
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                d = Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+                for k, op in (("minimum", "ge"), ("maximum", "le"), ("exclusiveMinimum", "gt"), ("exclusiveMaximum", "lt")):
+                    if k in s and not isinstance(s[k], bool) and isinstance(s[k], (int, float)):
+                        b = _dec(s[k], p.ptr)
+                        if (op == "ge" and d < b) or (op == "le" and d > b) or (op == "gt" and d <= b) or (op == "lt" and d >= b):
+                            return False
+                m = s.get("multipleOf")
+                if isinstance(m, (int, float)) and not isinstance(m, bool) and m > 0:
+                    q = d / _dec(m, p.ptr)
+                    if q != q.to_integral_value():
+                        return False
+            if isinstance(v, str):
+                if "minLength" in s and len(v) < s["minLength"]:
+                    return False
+                if "maxLength" in s and len(v) > s["maxLength"]:
+                    return False
+                if "pattern" in s:
+                    try:
+                        if _re.search(sx.ecma_to_python(s["pattern"]), v) is None:
+                            return False
+                    except Exception:
+                        pass
         return True
 
     def value_literal(self, v: Any) -> str:
@@ -832,7 +871,7 @@ class Compiler:
             if min_len == 0 and max_len is None:
                 return b.regex(sx.ANY_JSON_STRING)
             try:
-                return b.dfa(sx.json_length_string_dfa(min_len, max_len), "str")
+                return self.dfa_term(sx.json_length_string_dfa(min_len, max_len), "str")
             except ConstraintTooLarge as e:
                 self.approx("maxLength", parts[0].ptr, f"length bound not expressed ({e})")
                 return b.regex(sx.ANY_JSON_STRING)
@@ -860,7 +899,15 @@ class Compiler:
             return b.regex(sx.ANY_JSON_STRING)
 
     def key_dfa(self, value: ByteDFA) -> str:
-        return self.b.dfa(sx.json_string_dfa(value), "key")
+        return self.dfa_term(sx.json_string_dfa(value), "key")
+
+    def dfa_term(self, dfa: ByteDFA, hint: str) -> str:
+        """One terminal per automaton object (cached automata are shared, not duplicated)."""
+        cache = self.__dict__.setdefault("_dfa_terms", {})
+        hit = cache.get(id(dfa))
+        if hit is None:
+            hit = cache[id(dfa)] = (self.b.dfa(dfa, hint), dfa)
+        return hit[0]
 
     # ---- arrays ------------------------------------------------------------------------------
     def emit_array(self, parts: list[Part], ptr: str) -> str | None:
@@ -1117,20 +1164,24 @@ class Compiler:
                         self.warnings.append(f"{pptr}: patternProperties: keys matching several patterns need only one")
                     extras.append((self.key_dfa(kd), self.conj(fsub, pptr)))
             if not add_false:
-                any_str = regex_to_dfa(r"[\s\S]*")
-                kd = any_str if base_names is None else base_names
-                for pd in pat_dfas:
-                    if pd is not None:
-                        kd = sx.difference(kd, pd)
-                if listed_keys:
-                    kd = sx.difference(kd, sx.literal_value_dfa(listed_keys))
-                if not kd.is_empty():
-                    vsym = self.conj(add_parts, ptr + "/additionalProperties")
-                    if kd is any_str:
-                        ksym = b.regex(sx.ANY_JSON_STRING)
+                if base_names is None and not any(pd is not None for pd in pat_dfas):
+                    # any key but the listed ones: exclude their JSON texts (both ensure_ascii
+                    # spellings) at the text level -- linear in the keys, no transduction
+                    texts = sorted({t for k in listed_keys for t in (json.dumps(k), json.dumps(k, ensure_ascii=False))})
+                    if texts:
+                        ksym = self.dfa_term(sx.minus_literals(sx.any_string_text_dfa(), texts), "key")
                     else:
-                        ksym = self.key_dfa(kd)
-                    extras.append((ksym, vsym))
+                        ksym = b.regex(sx.ANY_JSON_STRING)
+                    extras.append((ksym, self.conj(add_parts, ptr + "/additionalProperties")))
+                else:
+                    kd = regex_to_dfa(r"[\s\S]*") if base_names is None else base_names
+                    for pd in pat_dfas:
+                        if pd is not None:
+                            kd = sx.difference(kd, pd)
+                    if listed_keys:
+                        kd = sx.difference(kd, sx.literal_value_dfa(listed_keys))
+                    if not kd.is_empty():
+                        extras.append((self.key_dfa(kd), self.conj(add_parts, ptr + "/additionalProperties")))
         except ConstraintTooLarge as e:
             self.approx("additionalProperties", ptr, f"key languages too large ({e}); any key with any value")
             extras = [(b.regex(sx.ANY_JSON_STRING), self.any_value())]

@@ -26,7 +26,11 @@ class EarleyRecognizer:
         self.rules = grammar.rules
         self.start = grammar.start
         self.tables: dict[str, tuple[list, list, int]] = {}
+        by_obj: dict[int, tuple[list, list, int]] = {}
         for name, t in grammar.terminals.items():
+            if t.dfa is not None and id(t.dfa) in by_obj:
+                self.tables[name] = by_obj[id(t.dfa)]
+                continue
             if t.literal is not None:
                 dfa = ByteDFA.literal(t.literal.encode("utf-8"))
             elif t.regex is not None:
@@ -34,6 +38,8 @@ class EarleyRecognizer:
             else:
                 dfa = t.dfa
             self.tables[name] = (dfa.table.tolist(), dfa.accepting.tolist(), dfa.start)
+            if t.dfa is not None:
+                by_obj[id(t.dfa)] = self.tables[name]
         self.nullable: set[str] = set()
         changed = True
         while changed:

@@ -253,11 +253,23 @@ def format_dfa(name: str) -> ByteDFA | None:
 
 
 def literal_value_dfa(values: list[str]) -> ByteDFA:
-    """Exactly the given strings (as UTF-8)."""
-    dfa = ByteDFA.empty()
+    """Exactly the given strings (as UTF-8), built as a trie."""
+    if not values:
+        return ByteDFA.empty()
+    rows: list[list[int]] = [[-1] * 256]
+    acc = [False]
     for v in values:
-        dfa = dfa.union(ByteDFA.literal(v.encode("utf-8", "surrogatepass")))
-    return dfa
+        s = 0
+        for byte in v.encode("utf-8", "surrogatepass"):
+            nxt = rows[s][byte]
+            if nxt < 0:
+                nxt = len(rows)
+                rows.append([-1] * 256)
+                acc.append(False)
+                rows[s][byte] = nxt
+            s = nxt
+        acc[s] = True
+    return ByteDFA(np.array(rows, dtype=np.int32), np.array(acc), 0, trim=False)
 
 
 def difference(a: ByteDFA, b: ByteDFA, *, max_states: int = 20_000) -> ByteDFA:
@@ -291,7 +303,7 @@ def difference(a: ByteDFA, b: ByteDFA, *, max_states: int = 20_000) -> ByteDFA:
         rows.append(row)
         i += 1
     acc = np.array([acc_a[x] and not (y >= 0 and acc_b[y]) for x, y in pairs])
-    return ByteDFA(np.array(rows, dtype=np.int32), acc, 0)
+    return fast_trim(np.array(rows, dtype=np.int32), acc, 0)
 
 
 # ---- the JSON encoding transducer ------------------------------------------------------------
@@ -329,16 +341,38 @@ def json_string_dfa(value: ByteDFA, *, max_states: int = 200_000) -> ByteDFA:
     def st(q: int, b: int) -> int:
         return Tl[q][b] if q >= 0 else -1
 
+    # which UTF-8 lead bytes each state has: escapes for absent lengths die at once
+    live = T >= 0
+    has2 = live[:, 0xC2:0xE0].any(axis=1).tolist()
+    has3 = live[:, 0xE0:0xF0].any(axis=1).tolist()
+    has4 = live[:, 0xF0:0xF5].any(axis=1).tolist()
+    gate = {"c2": has2, "c3h2": None, "hi1": has4, "uD": None}
+
     ids: dict[tuple, int] = {}
     order: list[tuple] = []
     first = 2 + 2 * n
 
+    # states with equal rows behave alike inside an escape: share their escape states
+    _, canon = np.unique(T, axis=0, return_index=False, return_inverse=True)
+    canon = canon.reshape(-1)
+    rep = np.zeros(int(canon.max()) + 1, dtype=np.int64)
+    rep[canon] = np.arange(n)
+    canon_q = rep[canon].tolist()
+
     def sid(s: tuple) -> int:
-        kind, q, _ = s
+        kind, q, x = s
         if q < 0:
             return -1
         if kind == "main":
             return main0 + q
+        if kind == "uD" and not (has3[q] or has4[q]):
+            return -1
+        g = gate.get(kind)
+        if g is not None and not g[q]:
+            return -1
+        if kind == "u00" and not has2[q] and not live[q, :0x80].any():
+            return -1
+        s = (kind, canon_q[q], x)
         j = ids.get(s)
         if j is None:
             j = first + len(order)
@@ -370,7 +404,32 @@ def json_string_dfa(value: ByteDFA, *, max_states: int = 200_000) -> ByteDFA:
     table = np.concatenate([base, np.array(rows, dtype=np.int32).reshape(-1, 256)]) if rows else base
     acc = np.zeros(len(table), dtype=bool)
     acc[1] = True
-    return ByteDFA(table, acc, 0)
+    return fast_trim(table, acc, 0)
+
+
+def fast_trim(table: np.ndarray, acc: np.ndarray, start: int) -> ByteDFA:
+    """Drop states that cannot reach acceptance (vectorised fixpoint), then build the DFA.
+
+    Unreachable states are kept (harmless); falls back to the generic trim for very deep
+    automata where the fixpoint would need many rounds.
+    """
+    alive = acc.copy()
+    safe = np.maximum(table, 0)
+    valid = table >= 0
+    for _ in range(400):
+        new = alive | (valid & alive[safe]).any(axis=1)
+        if (new == alive).all():
+            break
+        alive = new
+    else:
+        return ByteDFA(table, acc, start)
+    if not alive[start]:
+        return ByteDFA.empty()
+    new_id = np.cumsum(alive) - 1
+    sub = table[alive]
+    ok = (sub >= 0) & alive[np.maximum(sub, 0)]
+    out = np.where(ok, new_id[np.maximum(sub, 0)], -1).astype(np.int32)
+    return ByteDFA(out, acc[alive], int(new_id[start]), trim=False)
 
 
 def _hex_step(kind: str, q: int, x: int, h: int, st) -> tuple | None:
@@ -430,6 +489,7 @@ _WS_SPLIT = re.compile(r"\s+")
 
 
 _J1: ByteDFA | None = None
+_LEN_CACHE: dict[tuple[int, int | None], ByteDFA] = {}
 
 
 def json_length_string_dfa(min_len: int, max_len: int | None) -> ByteDFA:
@@ -440,6 +500,9 @@ def json_length_string_dfa(min_len: int, max_len: int | None) -> ByteDFA:
     transduction of a counting automaton.
     """
     global _J1
+    hit = _LEN_CACHE.get((min_len, max_len))
+    if hit is not None:
+        return hit
     if max_len is not None and max_len > 4 * MAX_EXACT_LENGTH:
         raise ConstraintTooLarge(f"maxLength {max_len} exceeds {4 * MAX_EXACT_LENGTH}", "max_length")
     if min_len > 4 * MAX_EXACT_LENGTH:
@@ -475,10 +538,14 @@ def json_length_string_dfa(min_len: int, max_len: int | None) -> ByteDFA:
     inner[sub == final] = -1
     a_local = idx[a]
     for c in range(copies):
+        if c == top and max_len is not None:
+            # the last copy: no room for another character, only the closing quote
+            table[c * m + a_local, quote] = final_id
+            continue
         block = np.where(inner >= 0, inner + c * m, -1)
         if c < top:
             block[inner == -2] = (c + 1) * m + a_local
-        elif max_len is None:
+        else:
             block[inner == -2] = c * m + a_local
         table[c * m : (c + 1) * m] = block
         if c >= min_len:
@@ -486,4 +553,82 @@ def json_length_string_dfa(min_len: int, max_len: int | None) -> ByteDFA:
     table[start_id, quote] = a_local
     acc = np.zeros(n, dtype=bool)
     acc[final_id] = True
-    return ByteDFA(table, acc, start_id)
+    # every state reaches acceptance except the unused rows of the last copy: drop those
+    if max_len is not None:
+        keep = np.ones(n, dtype=bool)
+        keep[top * m : (top + 1) * m] = False
+        keep[top * m + a_local] = True
+        new_id = np.cumsum(keep) - 1
+        sub = table[keep]
+        table = np.where(sub >= 0, new_id[np.maximum(sub, 0)], -1).astype(np.int32)
+        acc = acc[keep]
+        start_id = int(new_id[start_id])
+    out = ByteDFA(table, acc, start_id, trim=False)
+    _LEN_CACHE[(min_len, max_len)] = out
+    return out
+
+
+_ANY_TEXT: ByteDFA | None = None
+
+
+def any_string_text_dfa() -> ByteDFA:
+    """DFA of :data:`ANY_JSON_STRING` (cached)."""
+    global _ANY_TEXT
+    if _ANY_TEXT is None:
+        _ANY_TEXT = regex_to_dfa(ANY_JSON_STRING)
+    return _ANY_TEXT
+
+
+def minus_literals(a: ByteDFA, texts: list[str]) -> ByteDFA:
+    """``L(a)`` minus a finite set of byte strings, in time linear in the set's trie.
+
+    States are ``a``'s own states (once off the trie) plus one per trie node walked in
+    lockstep with ``a``; rows are copied with numpy and patched only at trie children.
+    """
+    if a.is_empty() or not texts:
+        return a
+    n = a.n_states
+    T = a.table
+    # trie of the texts
+    children: list[dict[int, int]] = [{}]
+    final = [False]
+    for t in texts:
+        node = 0
+        for byte in t.encode("utf-8", "surrogatepass"):
+            nxt = children[node].get(byte)
+            if nxt is None:
+                nxt = len(children)
+                children.append({})
+                final.append(False)
+                children[node][byte] = nxt
+            node = nxt
+        final[node] = True
+    plain = np.where(T >= 0, T, -1).astype(np.int32)  # ids 0..n-1: off-trie copies of a
+    pairs: dict[tuple[int, int], int] = {}
+    rows: list[np.ndarray] = []
+    acc: list[bool] = []
+    order: list[tuple[int, int]] = []
+
+    def pid(q: int, node: int) -> int:
+        key = (q, node)
+        j = pairs.get(key)
+        if j is None:
+            j = n + len(order)
+            pairs[key] = j
+            order.append(key)
+        return j
+
+    start = pid(a.start, 0)
+    i = 0
+    while i < len(order):
+        q, node = order[i]
+        row = plain[q].copy()
+        for byte, child in children[node].items():
+            q2 = int(T[q, byte])
+            row[byte] = pid(q2, child) if q2 >= 0 else -1
+        rows.append(row)
+        acc.append(bool(a.accepting[q]) and not final[node])
+        i += 1
+    table = np.concatenate([plain, np.stack(rows)])
+    accepting = np.concatenate([a.accepting, np.array(acc, dtype=bool)])
+    return fast_trim(table, accepting, start)
