@@ -7,6 +7,7 @@ cumulative sum for inverse-CDF draws; nothing sorts the whole vocabulary.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,7 +26,9 @@ class Proposal:
     tokens); ``p(t) = weights[t] / total``.  Draws use a lazily built float64 CDF.
     """
 
-    __slots__ = ("weights", "total", "_cdf", "logits")
+    __slots__ = ("weights", "total", "_blocks", "_padded", "logits")
+
+    BLOCK = 1024
 
     def __init__(
         self,
@@ -35,10 +38,6 @@ class Proposal:
         top_p: float | None = None,
     ) -> None:
         x = np.asarray(logits, dtype=np.float32).reshape(-1)
-        if not np.isfinite(x).any() and not (x == np.inf).any():
-            raise ValueError("every logit is -inf or NaN: the model gives no token any probability")
-        if np.isnan(x).any():
-            raise ValueError("the model's logits contain NaN")
         if temperature <= 0:
             raise ValueError("temperature must be > 0 for sampling (use greedy=True for argmax)")
         if temperature != 1.0:
@@ -47,12 +46,35 @@ class Proposal:
             kth = np.partition(x, len(x) - top_k)[len(x) - top_k]
             x = np.where(x >= kth, x, np.float32(-np.inf))
         self.logits = x
-        w = np.exp(x - x.max(), dtype=np.float32)
+        mx = float(x.max())
+        if math.isnan(mx):
+            raise ValueError("the model's logits contain NaN")
+        if mx == -math.inf:
+            raise ValueError("every logit is -inf: the model gives no token any probability")
+        n = len(x)
+        padded = np.zeros(-(-n // self.BLOCK) * self.BLOCK, dtype=np.float32)
+        w = padded[:n]
+        np.subtract(x, np.float32(mx), out=w)
+        np.exp(w, out=w)
         if top_p is not None and 0 < top_p < 1:
-            w = _top_p(w, top_p)
+            w[:] = _top_p(w, top_p)
         self.weights = w
-        self.total = float(w.sum(dtype=np.float64))
-        self._cdf: np.ndarray | None = None
+        self._padded = padded
+        self._blocks = np.cumsum(padded.reshape(-1, self.BLOCK).sum(axis=1), dtype=np.float64)
+        self.total = float(self._blocks[-1])
+
+    @classmethod
+    def from_weights(cls, weights: np.ndarray, logits: np.ndarray) -> Proposal:
+        """A proposal over given unnormalised float32 ``weights`` (e.g. masked ones)."""
+        self = cls.__new__(cls)
+        n = len(weights)
+        self._padded = np.zeros(-(-n // cls.BLOCK) * cls.BLOCK, dtype=np.float32)
+        self._padded[:n] = weights
+        self.weights = self._padded[:n]
+        self._blocks = np.cumsum(self._padded.reshape(-1, cls.BLOCK).sum(axis=1), dtype=np.float64)
+        self.total = float(self._blocks[-1])
+        self.logits = logits
+        return self
 
     def p(self, t: int) -> float:
         return float(self.weights[t]) / self.total
@@ -62,14 +84,20 @@ class Proposal:
         return float(self.weights[idx].sum(dtype=np.float64)) / self.total if len(idx) else 0.0
 
     def draw(self, rng: np.random.Generator) -> int:
-        if self._cdf is None:
-            self._cdf = np.cumsum(self.weights, dtype=np.float64)
-        cdf = self._cdf
-        t = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
-        t = min(t, len(cdf) - 1)
-        while self.weights[t] == 0:  # the boundary of a zero-mass run: step back to a real token
-            t -= 1
-        return t
+        """One exact draw from ``p``: pick a block of 1024 by its mass, then a token inside it.
+
+        Two small float64 cumulative sums instead of one over the whole vocabulary.
+        """
+        blocks = self._blocks
+        while True:
+            b = min(int(np.searchsorted(blocks, rng.random() * blocks[-1], side="right")), len(blocks) - 1)
+            inner = np.cumsum(self._padded[b * self.BLOCK : (b + 1) * self.BLOCK], dtype=np.float64)
+            if inner[-1] > 0:
+                break
+        j = min(int(np.searchsorted(inner, rng.random() * inner[-1], side="right")), self.BLOCK - 1)
+        while inner[j] == (inner[j - 1] if j else 0.0):  # a zero-mass token: step back to a real one
+            j -= 1
+        return b * self.BLOCK + j
 
     def log_p(self) -> np.ndarray:
         """Normalised float32 log-probabilities (``-inf`` for filtered tokens)."""

@@ -35,15 +35,24 @@ def lcd_sample(
     elif chk.remaining is not None and _dfa_parts(chk.matcher) is not None:
         mask = budget_mask(chk.matcher, mask, chk.remaining)
     w = np.where(mask, prop.weights, np.float32(0))
-    s = float(w.sum(dtype=np.float64))
+    masked = Proposal.from_weights(w, prop.logits)
+    s = masked.total
     if s <= 0:
         return Draw(None, -math.inf, 0, True)
     if greedy:
+        x = int(np.argmax(np.where(w > 0, prop.logits, np.float32(-np.inf))))
+    else:
+        x = masked.draw(rng)  # the common case: one block draw, no keys
+    if chk.fits_budget(x):
+        return Draw(x, math.log(s / prop.total), 0, True)
+    # over budget (generic matchers only): continue in exact without-replacement order
+    s -= float(w[x])
+    rejected = 1
+    if greedy:
         keys = np.where(w > 0, prop.logits, np.float32(-np.inf))
     else:
-        keys = gumbel_keys(prop, rng)
-        keys[w == 0] = -np.inf
-    rejected = 0
+        keys = gumbel_keys(masked, rng)
+    keys[x] = -np.inf
     for x in lazy_order(keys, first_block=1):
         if chk.fits_budget(x):
             return Draw(x, math.log(s / prop.total), rejected, True)
