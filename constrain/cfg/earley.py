@@ -133,6 +133,7 @@ class EarleyGrammar:
         self._tables: list[np.ndarray | None] = [None] * nt
         self._accs: list[np.ndarray | None] = [None] * nt
         self._complete_cache: dict[frozenset, Node] = {}
+        self._intern: dict[frozenset, Node] = {}
         self._minlen: list[int] | None = None
         self.root = self.build_node([(self.aug_prod, 0, None)])
 
@@ -230,6 +231,17 @@ class EarleyGrammar:
                         work.append((q, 0, node))
                 if s in nullable or s in completed_here:
                     work.append((p, d + 1, org))
+        # hash-consing: equal item sets (self-origins as 0) are one node, so repetition through
+        # left-recursive rules (array elements, object members) returns to the *same* node
+        # and every cache keyed by node identity (completions, masks) hits again
+        me = node.uid
+        ikey = frozenset((p, d, 0 if o == me else o) for p, d, o in seen)
+        old = self._intern.get(ikey)
+        if old is not None:
+            return old
+        if len(self._intern) > 500_000:
+            self._intern.clear()
+        self._intern[ikey] = node
         node.accepting = any(ip == self.aug_prod and idot == 1 for ip, idot, _ in items)
         exp = sorted(s for s in waiting if s < nt)
         node.expected = tuple(exp)
