@@ -21,11 +21,12 @@ item set only; terminal DFAs, lexer products and walks are built when first reac
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
 
 import numpy as np
 
-from constrain.cfg.earley import EarleyGrammar, Pos
+from constrain.cfg.earley import EarleyGrammar, Node, Pos
 from constrain.cfg.ir import Grammar
 from constrain.cfg.lexer import LexerDFA
 from constrain.engine import cfg_kernels
@@ -79,7 +80,16 @@ class CompiledGrammar(CompiledConstraint):
         self._root = np.zeros(1, dtype=np.int32)
         self._mark: np.ndarray | None = None
         self._gen = 0
-        self.stats = {"walks": 0, "job_hits": 0, "lexers": 0, "mask_hits": 0}
+        self.stats: dict[str, float] = {
+            "walks": 0,
+            "walk_s": 0.0,
+            "job_hits": 0,
+            "lexers": 0,
+            "lexer_s": 0.0,
+            "mask_hits": 0,
+            "sub_hits": 0,
+        }
+        self._subs: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def matcher(self) -> CFGMatcher:
         return CFGMatcher(self)
@@ -91,7 +101,9 @@ class CompiledGrammar(CompiledConstraint):
             p = self.parser
             for t, _ in key:
                 p.dfa(t)
+            t0 = time.perf_counter()
             lx = LexerDFA(key, p._tables, p._accs, max_states=self.max_lexer_states)
+            self.stats["lexer_s"] += time.perf_counter() - t0
             if len(self._lexers) > 20_000:
                 self._lexers.clear()
             self._lexers[key] = lx
@@ -110,6 +122,7 @@ class CompiledGrammar(CompiledConstraint):
             self._bnd_node = np.empty(trie.n_nodes, dtype=np.int32)
             self._bnd_state = np.empty(trie.n_nodes, dtype=np.int32)
         out = self._scratch
+        t0 = time.perf_counter()
         while True:
             nb = cfg_kernels.lexer_walk(
                 lx.table,
@@ -147,6 +160,7 @@ class CompiledGrammar(CompiledConstraint):
                 bnd.append((int(ss[a]), np.ascontiguousarray(nn[a:b])))
         j = _Job(idx, vals, bnd)
         self.stats["walks"] += 1
+        self.stats["walk_s"] += time.perf_counter() - t0
         self._jobs[chain] = j
         if len(self._jobs) > self._cache_jobs:
             self._jobs.popitem(last=False)
@@ -185,9 +199,8 @@ class CompiledGrammar(CompiledConstraint):
         lx = self.lexer(key)
         if lx.start < 0:
             return
-        rb = roots.tobytes()
-        jkey = (key, rb if len(rb) <= 256 else hashlib.blake2b(rb, digest_size=16).digest(), len(rb))
-        j = self.job(jkey, lx, roots)
+        rk = _roots_key(roots)
+        j = self.job((key, rk), lx, roots)
         if len(j.idx):
             out[j.idx] |= j.vals
         complete = self.parser.complete
@@ -204,7 +217,37 @@ class CompiledGrammar(CompiledConstraint):
                 if not len(nodes):
                     continue
             self._mark[nodes] = g
-            self._walk(out, y.fresh, y.key, nodes, visited)
+            self._subtree(out, y, nodes)
+
+    def _subtree(self, out: np.ndarray, y: Node, nodes: np.ndarray) -> None:
+        """OR in what parser node ``y`` allows below trie ``nodes``; memoised by (node, nodes).
+
+        Hash-consed nodes recur across masks (the node after ``,`` in a flat object), so the
+        whole recursion below a boundary is cached, not just each walk.  The sub-walk uses
+        its own ``visited``: de-duplication only skips repeated work, never changes the OR.
+        """
+        skey = (y.uid, _roots_key(nodes))
+        hit = self._subs.get(skey)
+        if hit is None:
+            tmp = np.zeros(self.words, dtype=np.uint32)
+            g = self._next_gen()
+            self._mark[nodes] = g
+            self._walk(tmp, y.fresh, y.key, nodes, {y.uid: g})
+            idx = np.flatnonzero(tmp).astype(np.int32)
+            hit = (idx, tmp[idx])
+            self._subs[skey] = hit
+            if len(self._subs) > self._cache_jobs:
+                self._subs.popitem(last=False)
+        else:
+            self._subs.move_to_end(skey)
+            self.stats["sub_hits"] += 1
+        if len(hit[0]):
+            out[hit[0]] |= hit[1]
+
+
+def _roots_key(roots: np.ndarray) -> tuple[bytes, int]:
+    rb = roots.tobytes()
+    return (rb if len(rb) <= 256 else hashlib.blake2b(rb, digest_size=16).digest(), len(rb))
 
 
 class CFGMatcher(Matcher):
