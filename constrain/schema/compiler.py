@@ -63,6 +63,7 @@ _CONSTRAINING = {
 _UNSUPPORTED = {"unevaluatedProperties", "unevaluatedItems", "contentSchema"}
 MAX_COUNT = 256
 MAX_SUBSET_KEYS = 4
+MAX_REQUIRED_TRACKED = 8
 
 
 @dataclass
@@ -776,9 +777,9 @@ class Compiler:
             for m, mp in mults:
                 k = nm.integer_modulus(m)
                 mod = mod * k // math.gcd(mod, k)
-            if not integer:
-                self.approx("number", parts[0].ptr, "numbers in exponent form are not range-checked") if (
-                    lo or hi) else None
+            if not integer and (lo or hi or mod > 1):
+                self.approx("multipleOf" if mod > 1 else "minimum", parts[0].ptr,
+                            "numbers in exponent form are not checked")
             excl = [v for v in not_values if isinstance(v, (int, float)) and not isinstance(v, bool)]
             if mod == 1 and not excl:
                 sym = b.regex(rx)
@@ -814,7 +815,7 @@ class Compiler:
                 self.approx("multipleOf", mp, f"multipleOf {m} on non-integers is not expressed")
         excl = [v for v in not_values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if lo is not None or hi is not None:
-            self.approx("minimum" if lo else "maximum", parts[0].ptr, "numbers in exponent form are not range-checked") if False else None
+            self.approx("minimum" if lo else "maximum", parts[0].ptr, "numbers in exponent form are not range-checked")
         if not rxs and not excl and plain.endswith("(?:\\.[0-9]+)?"):
             return b.regex(nm.ANY_NUMBER)
         try:
@@ -862,6 +863,8 @@ class Compiler:
                     self.approx("format", p.ptr, f"format {s['format']!r} not expressed ({e})")
                 if f is not None:
                     dfas.append(f)
+                    if s["format"] not in sx.EXACT_FORMATS:
+                        self.approx("format", p.ptr, f"format {s['format']!r} is checked by a looser regex")
                 elif s["format"] not in sx.FORMAT_REGEX:
                     self.warnings.append(f"{p.ptr or '#'}: format: unknown format {s['format']!r} accepts any string")
         excl = [v for v in not_values if isinstance(v, str)]
@@ -1259,9 +1262,9 @@ class Compiler:
         ekvs = [b.rule([(k, colon, v)], "ekv") for k, v in extras]
         rules: dict[tuple, str] = {}
         track_all = order == "any" and n <= MAX_SUBSET_KEYS
-        track_req = order == "any" and not track_all and len(req) <= MAX_SUBSET_KEYS
+        track_req = order == "any" and not track_all and len(req) <= MAX_REQUIRED_TRACKED
         if order == "any" and not track_all and not track_req:
-            self.approx("required", ptr, f"more than {MAX_SUBSET_KEYS} required keys in any order: not all enforced")
+            self.approx("required", ptr, f"more than {MAX_REQUIRED_TRACKED} required keys in any order: not enforced")
         if order == "any" and not track_all:
             self.warnings.append(f"{ptr or '#'}: properties: optional keys may repeat (any-order object with {n} keys)")
 

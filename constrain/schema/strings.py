@@ -244,6 +244,10 @@ FORMAT_REGEX: dict[str, str] = {
 }
 
 
+#: formats whose regex is exactly the format (the others over-approximate, e.g. day-of-month)
+EXACT_FORMATS = frozenset({"uuid", "ipv4"})
+
+
 def format_dfa(name: str) -> ByteDFA | None:
     """Value DFA of a known format, else ``None`` (unknown formats are any string)."""
     rx = FORMAT_REGEX.get(name)

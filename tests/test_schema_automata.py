@@ -1,0 +1,97 @@
+"""Automata behind the schema compiler, each against an obviously-correct Python reference."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from constrain.schema import numbers as nm
+from constrain.schema import strings as sx
+
+texts = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts, st.integers(0, 4), st.integers(0, 6))
+def test_length_transducer_matches_len(s, lo, span):
+    """json_string_dfa(length_dfa) accepts a JSON text iff the decoded value has the length."""
+    hi = lo + span
+    d = sx.json_string_dfa(sx.length_dfa(lo, hi))
+    tiled = sx.json_length_string_dfa(lo, hi)
+    want = lo <= len(s) <= hi
+    for ea in (True, False):
+        text = json.dumps(s, ensure_ascii=ea)
+        assert d.accepts(text) == want
+        assert tiled.accepts(text) == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts)
+def test_transducer_decodes_escapes(s):
+    """Upper-case hex, short escapes and \\/ all decode to the same value."""
+    d = sx.json_string_dfa(sx.literal_value_dfa([s]))
+    assert d.accepts(json.dumps(s)) and d.accepts(json.dumps(s, ensure_ascii=False))
+    upper = re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), json.dumps(s))
+    assert d.accepts(upper)
+    assert not d.accepts(json.dumps(s + "x"))
+
+
+def test_transducer_rejects_lone_surrogates_and_raw_controls():
+    d = sx.json_string_dfa(sx.length_dfa(0, 3))
+    assert not d.accepts('"\\ud800"')
+    assert not d.accepts('"\\udc00"')
+    assert not d.accepts('"a\nb"')  # raw control character
+    assert d.accepts('"\\ud83d\\ude00"')
+    assert d.accepts('"\\/"')
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-3000, 3000), st.one_of(st.none(), st.integers(-2000, 2000)), st.one_of(st.none(), st.integers(-2000, 2000)))
+def test_int_range_regex(n, lo, hi):
+    rx = nm.int_range(lo, hi)
+    want = (lo is None or n >= lo) and (hi is None or n <= hi)
+    got = rx is not None and re.fullmatch(rx, str(n)) is not None
+    assert got == want
+
+
+decimals = st.decimals(min_value=-200, max_value=200, places=3, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(decimals, decimals, st.booleans())
+def test_decimal_bounds(x, c, excl):
+    text = format(x, "f")
+    if text.startswith("-") and Decimal(text) == 0:
+        text = text  # '-0.000' is a fine JSON number
+    ge = re.fullmatch(nm._signed_ge(c, excl), text) is not None
+    le = re.fullmatch(nm._signed_le(c, excl), text) is not None
+    assert ge == (x > c if excl else x >= c)
+    assert le == (x < c if excl else x <= c)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(-10**6, 10**6), st.integers(1, 60))
+def test_residue_dfa(n, k):
+    d = nm.residue_dfa(k)
+    assert d.accepts(str(n)) == (n % k == 0)
+    assert d.accepts(f"{n}.00") == (n % k == 0)
+
+
+def test_pattern_is_a_search_and_ecma_classes():
+    d = sx.pattern_dfa("a+")
+    assert d.accepts("xxaxx") and not d.accepts("xyz")
+    anchored = sx.pattern_dfa("^a+$")
+    assert anchored.accepts("aaa") and not anchored.accepts("aab")
+    ws = sx.pattern_dfa("^\\s$")
+    assert ws.accepts("\u00a0") and ws.accepts("\u2003") and not ws.accepts("x")
+    digits = sx.pattern_dfa("^\\d$")
+    assert digits.accepts("5") and not digits.accepts("\u0665")  # ECMA \d is ASCII
+
+
+def test_minus_literals():
+    d = sx.minus_literals(sx.any_string_text_dfa(), ['"ab"', '"a"'])
+    assert [d.accepts(x) for x in ['"ab"', '"a"', '"abc"', '""', '"b"']] == [False, False, True, True, True]

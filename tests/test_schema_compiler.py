@@ -1,0 +1,148 @@
+"""JSON Schema compiler: acceptance against hand-checked instances, strictness, sampling.
+
+Decisions go through ``constrain.compile`` when the CFG engine handles grammars, else the
+Earley oracle (``constrain.schema.testing.acceptor``).  Sampled texts of exact grammars must
+validate with jsonschema (no false accepts), and valid instances must be accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import jsonschema
+import pytest
+
+from constrain.errors import SchemaError, UnsupportedSchemaError
+from constrain.schema import json_schema
+from constrain.schema.testing import acceptor, sample_text
+
+CASES = [
+    (
+        {"type": "object", "properties": {"a": {"type": "integer", "minimum": 3, "maximum": 120},
+                                          "b": {"type": "string", "maxLength": 3}},
+         "required": ["a"], "additionalProperties": False},
+        [{"a": 3}, {"a": 120, "b": "xyz"}, {"b": "é", "a": 50}],
+        [{"a": 2}, {"a": 121}, {"a": 5, "b": "long"}, {"b": "x"}, {"a": 5, "c": 1}, [], "x"],
+    ),
+    (
+        {"type": "array", "prefixItems": [{"const": "x"}, {"enum": [1, 2]}], "items": {"type": "boolean"},
+         "minItems": 2, "maxItems": 4},
+        [["x", 1], ["x", 2, True, False], ["x", 1.0]],
+        [["x"], ["y", 1], ["x", 3], ["x", 1, 5], ["x", 1, True, True, True]],
+    ),
+    (
+        {"anyOf": [{"type": "string", "pattern": "^[a-z]+$"}, {"type": "number", "exclusiveMinimum": 0.5}]},
+        ["abc", 0.75, 2, 1e-3 + 1],
+        ["ABC", 0.5, 0.25, -1, None],
+    ),
+    (
+        {"$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer"},
+                                                            "next": {"$ref": "#/$defs/node"}},
+                            "required": ["v"], "additionalProperties": False}},
+         "$ref": "#/$defs/node"},
+        [{"v": 1}, {"v": 1, "next": {"v": 2, "next": {"v": 3}}}],
+        [{"v": 1, "next": {}}, {"next": {"v": 1}}, {"v": "1"}],
+    ),
+    (
+        {"type": "object", "properties": {"kind": {"enum": ["a", "b"]}},
+         "if": {"properties": {"kind": {"const": "a"}}}, "then": {"required": ["x"]}, "else": {"required": ["y"]}},
+        [{"kind": "a", "x": 1}, {"kind": "b", "y": 1}, {"x": 0}],
+        [{"kind": "a", "y": 1}, {"kind": "b", "x": 1}, {"y": 0}],
+    ),
+    (
+        {"type": "object", "dependentRequired": {"a": ["b"]}, "not": {"required": ["z"]}},
+        [{}, {"a": 1, "b": 2}, {"b": 1}],
+        [{"a": 1}, {"z": 1}],
+    ),
+    (
+        {"type": "integer", "multipleOf": 7, "minimum": -30, "exclusiveMaximum": 22},
+        [-28, 0, 21, 14.0],
+        [22, 28, -35, 3, 7.5],
+    ),
+    (
+        {"type": "string", "format": "date"},
+        ["2024-02-29", "1999-12-31"],
+        ["2024-13-01", "24-01-01", 5],
+    ),
+    (
+        {"type": "object", "patternProperties": {"^x-": {"type": "integer"}}, "propertyNames": {"maxLength": 4},
+         "additionalProperties": {"type": "string"}},
+        [{"x-ab": 1, "q": "s"}, {}],
+        [{"x-ab": "s"}, {"q": 1}, {"long_": "s"}],
+    ),
+]
+
+
+@pytest.mark.parametrize("schema,valid,invalid", CASES)
+@pytest.mark.parametrize("order", ["any", "schema"])
+def test_cases(schema, valid, invalid, order):
+    c = json_schema(schema, property_order=order)
+    acc = acceptor(c)
+    for v in valid:
+        jsonschema.validate(v, schema)  # the case itself is right
+        for text in (json.dumps(v), json.dumps(v, indent=2), json.dumps(v, separators=(",", ":")),
+                     json.dumps(v, ensure_ascii=False)):
+            if order == "schema" and isinstance(v, dict) and list(v) != [k for k in schema.get("properties", {}) if k in v]:
+                continue  # schema order policy: listed keys in schema order
+            assert acc(text), (schema, text)
+    for v in invalid:
+        checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+        assert not jsonschema.Draft202012Validator(schema, format_checker=checker).is_valid(v)
+        assert not acc(json.dumps(v)), (schema, v)
+
+
+def test_compact_whitespace_rejects_spaces():
+    c = json_schema({"type": "array", "items": {"type": "integer"}}, whitespace="compact")
+    acc = acceptor(c)
+    assert acc("[1,2]") and not acc("[1, 2]")
+
+
+@pytest.mark.parametrize("schema,valid,invalid", CASES)
+def test_sampled_texts_validate(schema, valid, invalid):
+    """Random strings of the grammar are valid instances (exactness where no warning)."""
+    c = json_schema(schema, property_order="any")
+    rng = random.Random(0)
+    v = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    for _ in range(25):
+        text = sample_text(c.grammar, rng).decode("utf-8")
+        value = json.loads(text)
+        if c.exact:
+            assert v.is_valid(value), (schema, text, c.warnings)
+
+
+def test_strict_mode_names_keyword_and_pointer():
+    with pytest.raises(UnsupportedSchemaError) as e:
+        json_schema({"properties": {"a": {"type": "array", "uniqueItems": True}}}, strict=True)
+    assert e.value.keyword == "uniqueItems"
+    assert e.value.pointer == "/properties/a"
+    c = json_schema({"properties": {"a": {"type": "array", "uniqueItems": True}}})
+    assert c.warnings and "uniqueItems" in c.warnings[0]
+    assert acceptor(c)('{"a": [1, 1]}')  # lenient over-approximates, never blocks
+
+
+def test_bad_input_is_typed():
+    with pytest.raises(SchemaError):
+        json_schema("{not json")
+    with pytest.raises(SchemaError):
+        json_schema({"type": "strnig"})
+    with pytest.raises(SchemaError):
+        json_schema({"$ref": "#/nope"}, strict=True)
+    with pytest.raises(SchemaError):
+        json_schema(42)
+
+
+def test_false_and_true_schemas():
+    assert not acceptor(json_schema(False))("1")
+    acc = acceptor(json_schema(True))
+    assert all(acc(json.dumps(v)) for v in [1, "x", None, [1, {"a": []}], {"k": -2.5e3}])
+
+
+def test_draft4_exclusive_boolean_and_draft7_items_array():
+    c = json_schema({"$schema": "http://json-schema.org/draft-04/schema#", "type": "number",
+                     "maximum": 3, "exclusiveMaximum": True})
+    acc = acceptor(c)
+    assert acc("2.5") and not acc("3")
+    c = json_schema({"items": [{"type": "string"}], "additionalItems": False}, draft=7)
+    acc = acceptor(c)
+    assert acc('["a"]') and not acc('["a", 1]') and not acc("[1]")
