@@ -176,7 +176,7 @@ def generate(
     resampling: str = "systematic",
     potential: Callable[[bytes], float] | None = None,
     potential_every: int = 1,
-    max_rejects: int = 64,
+    max_rejects: int = 32,
 ) -> SamplingResult:
     """Generate constrained text from a Hugging Face causal LM.
 

@@ -57,7 +57,7 @@ def gumbel_keys(prop: Proposal, rng: np.random.Generator) -> np.ndarray:
     """
     e = rng.standard_exponential(len(prop.weights), dtype=np.float32)
     w = prop.weights
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         keys = w / e
     keys[w == 0] = -np.inf
     return keys
@@ -188,7 +188,7 @@ def awrs_sample(
     chk: Checker,
     rng: np.random.Generator,
     *,
-    max_rejects: int = 64,
+    max_rejects: int = 32,
     estimate: bool = True,
 ) -> Draw:
     """One AWRS step: an exact draw from the constrained distribution and ``log Z_hat``.
@@ -209,7 +209,7 @@ def awrs_sample(
     return Draw(x0, log_z, n0 + n1, t0.rej_arr is not None)
 
 
-def greedy_sample(prop: Proposal, chk: Checker, *, max_rejects: int = 64) -> Draw:
+def greedy_sample(prop: Proposal, chk: Checker, *, max_rejects: int = 32) -> Draw:
     """The most likely valid token (temperature 0): walk the logits in order, mask after a while."""
     work = prop.logits.astype(np.float32, copy=True)
     work[prop.weights == 0] = -np.inf

@@ -129,7 +129,7 @@ def run(
     resampling: str = "systematic",
     potential: Callable[[bytes], float] | None = None,
     potential_every: int = 1,
-    max_rejects: int = 64,
+    max_rejects: int = 32,
     budget: bool = True,
     raise_on_dead: bool = True,
     groups: int = 1,
