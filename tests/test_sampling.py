@@ -169,7 +169,7 @@ def test_two_trace_estimator_exact_rational_enumeration(p, valid):
 
 
 def test_naive_three_trace_estimator_is_biased_by_exact_enumeration():
-    """The pitfall from the research notes: sharing the rejected set across a third trace."""
+    """A naive third trace (same formula, shared rejected set) is biased: 7/16 instead of 1/2."""
     p = [Fraction(1, 2), Fraction(1, 2)]
     valid = [True, False]
     total = Fraction(0)
@@ -189,7 +189,24 @@ def test_naive_three_trace_estimator_is_biased_by_exact_enumeration():
                 acc += extend(rej | set(order[:j]), pr * prx, n + j, depth - 1, psi)
             return acc
         total += extend(rej, pr0, n, 2)
-    assert total != Fraction(1, 2)
+    assert total == Fraction(7, 16)
+
+
+def test_exact_z_fallback_would_bias_the_two_trace_estimator():
+    """Why mask mode finishes the walk instead of returning the exact Z after max_rejects:
+    stopping after one rejection with the exact Z gives E = 5/8, not 1/2 (p = 1/2, 1/2)."""
+    p = [Fraction(1, 2), Fraction(1, 2)]
+    valid = [True, False]
+    z = Fraction(1, 2)
+    total = Fraction(0)
+    for order0, pr0 in _sequences(p, [0, 1]):
+        if not valid[order0[0]]:  # first draw rejected: the naive fallback returns the exact Z
+            total += pr0 * z
+            continue
+        for order1, pr1 in _sequences(p, [0, 1]):
+            n1 = next(i for i, t in enumerate(order1) if valid[t])
+            total += pr0 * pr1 / (n1 + 1)
+    assert total == Fraction(5, 8)
 
 
 def test_implementation_matches_exact_draw_tree_distribution():
