@@ -1345,6 +1345,21 @@ def _union_regex(rxs: list[str]) -> ByteDFA:
     return regex_to_dfa("(?:" + "|".join(rxs) + ")")
 
 
+def _no_validation_vocabulary(raw: Any, retrieve: Callable[[str], Any] | None) -> bool:
+    """A custom metaschema whose ``$vocabulary`` lacks validation: assertions do not apply."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("$schema"), str) or retrieve is None:
+        return False
+    uri = raw["$schema"]
+    if any(k in uri for k in _DIALECT_TO_DRAFT):
+        return False
+    try:
+        meta = retrieve(uri)
+    except Exception:
+        return False
+    vocab = meta.get("$vocabulary") if isinstance(meta, dict) else None
+    return isinstance(vocab, dict) and not any("vocab/validation" in k for k in vocab)
+
+
 def json_schema(
     schema: Any,
     *,
@@ -1382,7 +1397,11 @@ def json_schema(
         assert_format=assert_format,
         retrieve=retrieve,
     )
-    g = c.compile(raw)
+    if _no_validation_vocabulary(raw, retrieve):
+        c.approx("$schema", "", "the metaschema has no validation vocabulary; compiled as any value")
+        g = c.compile(True)
+    else:
+        g = c.compile(raw)
     opts = dict(strict=strict, whitespace=whitespace, max_whitespace=max_whitespace,
                 property_order=property_order, draft=d, assert_format=assert_format)
     return JsonSchemaConstraint(raw, g, list(dict.fromkeys(c.warnings)), opts)
