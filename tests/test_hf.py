@@ -126,10 +126,15 @@ def test_logits_processor_in_model_generate(model_and_tokenizer):
     ids = tok("Hello", return_tensors="pt").input_ids
     torch.manual_seed(3)
     pad = tok.eos_token_id
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), logits_processor=[lp], max_new_tokens=40,
-                         do_sample=True, num_return_sequences=3, pad_token_id=pad)
-    for row in out:
+    outs = [
+        model.generate(ids, attention_mask=torch.ones_like(ids), logits_processor=[lp], max_new_tokens=40,
+                       do_sample=True, num_return_sequences=3, pad_token_id=pad)
+        for _ in range(2)  # the processor is reused: the second call must start afresh
+    ]
+    for row in [row for out in outs for row in out]:
         gen = [int(t) for t in row[ids.shape[1]:]]
+        while gen and gen[-1] == pad and lp.compiled.matcher().accepts_text(lp.vocab.decode_bytes(gen[:-1])):
+            gen.pop()  # padding after EOS
         text = lp.vocab.decode_bytes(gen).decode("utf-8")
         assert re.fullmatch(REGEX, text), f"{name}: LogitsProcessor produced {text!r}"
 

@@ -70,6 +70,7 @@ class LogitsProcessor(_HFLogitsProcessor):
         self.max_new_tokens = max_new_tokens
         self.matchers: list | None = None
         self.prompt_len = 0
+        self._last_len = -2
 
     def reset(self) -> None:
         """Forget the sequences (call between ``generate`` calls, or make a new processor)."""
@@ -77,7 +78,8 @@ class LogitsProcessor(_HFLogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         b, length = input_ids.shape
-        if self.matchers is None or len(self.matchers) != b:
+        # a new generate call (different batch, or the sequence did not grow by one) starts over
+        if self.matchers is None or len(self.matchers) != b or length != self._last_len + 1:
             self.matchers = [self.compiled.matcher() for _ in range(b)]
             self.prompt_len = length
         else:
@@ -85,6 +87,7 @@ class LogitsProcessor(_HFLogitsProcessor):
             for m, t in zip(self.matchers, last, strict=True):
                 if not m.is_terminated():
                     m.advance(int(t))
+        self._last_len = length
         v = len(self.vocab)
         masks = batch_masks(self.matchers, v)
         step = length - self.prompt_len
