@@ -110,7 +110,9 @@ def main() -> None:
             break
     warm, seqs = seqs[0], seqs[1:]
     n_tok = sum(len(s) for s in seqs)
-    print(f"{len(seqs)} instances, {n_tok} tokens (llama3, {len(vocab)} ids); warm-up instance of {len(warm)} tokens")
+    print(
+        f"{len(seqs)} instances, {n_tok} tokens (llama3, {len(vocab)} ids); warm-up instance of {len(warm)} tokens"
+    )
 
     results: dict[str, dict] = {}
     constrain.grammar('start: "a"')  # import lark's loader outside the timed compile
@@ -239,7 +241,9 @@ def main() -> None:
                     f"{c['p50'] / p['p50']:.2f}x | {c['p99'] / p['p99']:.2f}x |"
                 )
         print()
-        print(f"constrain first mask incl. Numba JIT/cache load: {c['first'] * 1e3:.1f} ms (not in the table)")
+        print(
+            f"constrain first mask incl. Numba JIT/cache load: {c['first'] * 1e3:.1f} ms (not in the table)"
+        )
         print(f"constrain cache stats: {c['stats']}")
     print(f"gc.freeze() after set-up: {not args.no_gc_freeze}; compile = median of 5 (regex cache cleared)")
 

@@ -23,7 +23,13 @@ def walk_case(draw):
         for b in ALPHA:
             table[s, b] = draw(st.integers(-1, n - 1))
     accept = np.array([draw(st.booleans()) for _ in range(n)], dtype=np.bool_)
-    toks = draw(st.lists(st.binary(min_size=1, max_size=5).map(lambda x: bytes(ALPHA[c % 3] for c in x)), min_size=1, max_size=30))
+    toks = draw(
+        st.lists(
+            st.binary(min_size=1, max_size=5).map(lambda x: bytes(ALPHA[c % 3] for c in x)),
+            min_size=1,
+            max_size=30,
+        )
+    )
     trie = TokenTrie.build(list(toks))
     k = draw(st.integers(1, 4))
     roots = sorted({draw(st.integers(0, trie.n_nodes - 1)) for _ in range(k)})
@@ -40,8 +46,20 @@ def test_lexer_walk_matches_reference(case, cap_shrink) -> None:
     bn = np.empty(cap, dtype=np.int32)
     bs = np.empty(cap, dtype=np.int32)
     nb = cfg_kernels.lexer_walk(
-        table, accept, start, roots, trie.byte, trie.depth, trie.next, trie.tok_start, trie.tok_end,
-        trie.tokens, trie.max_depth, out, bn, bs,
+        table,
+        accept,
+        start,
+        roots,
+        trie.byte,
+        trie.depth,
+        trie.next,
+        trie.tok_start,
+        trie.tok_end,
+        trie.tokens,
+        trie.max_depth,
+        out,
+        bn,
+        bs,
     )
     allowed, bnd = cfg_kernels.reference_walk(table, accept, start, roots, trie, n_tokens)
     bits = np.unpackbits(out.view(np.uint8), bitorder="little")[:n_tokens].astype(bool)

@@ -92,7 +92,9 @@ def _compare_sampled(m, rng: random.Random, where: str) -> None:
         else:
             b = vocab.token_bytes(t)
             ref = bool(b) and m.accepts_prefix_bytes(b)
-        assert fast[t] == ref, f"{where}: token {t} {vocab.token_bytes(t)!r}: mask {fast[t]}, brute force {ref}"
+        assert fast[t] == ref, (
+            f"{where}: token {t} {vocab.token_bytes(t)!r}: mask {fast[t]}, brute force {ref}"
+        )
 
 
 @pytest.mark.parametrize(

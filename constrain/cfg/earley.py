@@ -112,8 +112,12 @@ class EarleyGrammar:
                     changed = True
         start = self.rule_index[grammar.start]
         if start not in productive:
-            raise GrammarError("the start rule derives no finite string (its language is empty)", grammar.start)
-        kept = [(i, p) for i, p in enumerate(prods) if all(s in productive for s in p[1]) and p[0] in productive]
+            raise GrammarError(
+                "the start rule derives no finite string (its language is empty)", grammar.start
+            )
+        kept = [
+            (i, p) for i, p in enumerate(prods) if all(s in productive for s in p[1]) and p[0] in productive
+        ]
         self.prods: list[tuple[int, tuple[int, ...]]] = [p for _, p in kept] + [(self.aug, (start,))]
         self.prod_rule = [prod_rule[i] for i, _ in kept] + ["<start>"]
         self.aug_prod = len(self.prods) - 1

@@ -74,7 +74,9 @@ def _check_terminals(g: Grammar) -> None:
         if d.is_empty():
             raise GrammarError("terminal matches no string", name)
         if d.accepting[d.start]:
-            raise GrammarError("terminal matches the empty string (zero-width terminals are not allowed)", name)
+            raise GrammarError(
+                "terminal matches the empty string (zero-width terminals are not allowed)", name
+            )
 
 
 # ---- GBNF ------------------------------------------------------------------------------------
@@ -238,7 +240,17 @@ class _GbnfParser:
         if self.i + 1 >= len(t):
             raise self.error("dangling backslash")
         e = t[self.i + 1]
-        simple = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "[": "[", "]": "]", "-": "-", "^": "^"}
+        simple = {
+            "n": "\n",
+            "t": "\t",
+            "r": "\r",
+            "\\": "\\",
+            '"': '"',
+            "[": "[",
+            "]": "]",
+            "-": "-",
+            "^": "^",
+        }
         if e in simple:
             self.i += 2
             return simple[e]

@@ -24,7 +24,9 @@ class LexerDFA:
 
     __slots__ = ("key", "table", "accept", "completing", "start", "n_states")
 
-    def __init__(self, key: tuple[tuple[int, int], ...], tables: list, accs: list, *, max_states: int) -> None:
+    def __init__(
+        self, key: tuple[tuple[int, int], ...], tables: list, accs: list, *, max_states: int
+    ) -> None:
         self.key = key
         k = len(key)
         if k == 0:
@@ -62,7 +64,8 @@ class LexerDFA:
                     j = len(states)
                     if j >= max_states:
                         raise ConstraintTooLarge(
-                            f"lexer automaton for {k} terminals passed {max_states} states", "max_lexer_states"
+                            f"lexer automaton for {k} terminals passed {max_states} states",
+                            "max_lexer_states",
                         )
                     index[kb] = j
                     states.append(col.copy())

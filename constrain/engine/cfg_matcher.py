@@ -229,12 +229,17 @@ class CompiledGrammar(CompiledConstraint):
         skey = (y.uid, _roots_key(nodes))
         hit = self._subs.get(skey)
         if hit is None:
-            tmp = np.zeros(self.words, dtype=np.uint32)
-            g = self._next_gen()
-            self._mark[nodes] = g
-            self._walk(tmp, y.fresh, y.key, nodes, {y.uid: g})
-            idx = np.flatnonzero(tmp).astype(np.int32)
-            hit = (idx, tmp[idx])
+            lx = self.lexer(y.key)
+            j = self.job((y.key, skey[1]), lx, nodes)
+            if not j.bnd:  # a leaf: the walk's own result, no recursion, no scratch mask
+                hit = (j.idx, j.vals)
+            else:
+                tmp = np.zeros(self.words, dtype=np.uint32)
+                g = self._next_gen()
+                self._mark[nodes] = g
+                self._walk(tmp, y.fresh, y.key, nodes, {y.uid: g})
+                idx = np.flatnonzero(tmp).astype(np.int32)
+                hit = (idx, tmp[idx])
             self._subs[skey] = hit
             if len(self._subs) > self._cache_jobs:
                 self._subs.popitem(last=False)
