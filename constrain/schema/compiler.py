@@ -64,6 +64,7 @@ _UNSUPPORTED = {"unevaluatedProperties", "unevaluatedItems", "contentSchema"}
 MAX_COUNT = 256
 MAX_SUBSET_KEYS = 4
 MAX_REQUIRED_TRACKED = 8
+MAX_UNIQUE_DOMAIN = 8
 
 
 @dataclass
@@ -774,7 +775,7 @@ class Compiler:
                 return None
             rx = rx + r"(?:\.0+)?"
             mod = 1
-            for m, mp in mults:
+            for m, _mp in mults:
                 k = nm.integer_modulus(m)
                 mod = mod * k // math.gcd(mod, k)
             if not integer and (lo or hi or mod > 1):
@@ -982,6 +983,10 @@ class Compiler:
             max_i = len(prefix) if max_i is None else min(max_i, len(prefix))
         if max_i is not None and max_i < min_i:
             return None
+        if unique and not prefix and not contains and not rest_false:
+            domain = self.finite_domain(rest)
+            if domain is not None and len(domain) <= MAX_UNIQUE_DOMAIN:
+                return self.unique_array(domain, min_i, max_i)
         if unique:
             self.approx("uniqueItems", ptr, "uniqueness of items is not enforced")
         if len(contains) > 1:
@@ -1052,6 +1057,75 @@ class Compiler:
 
         body = state(0, 0)
         return b.rule([(self.punct("["), body, self.punct("]"))], "array")
+
+    def finite_domain(self, raws: list) -> list | None:
+        """The finite list of values of a conjunction of raw schemas, if it is one (scalars only)."""
+        parts: list[Part] = []
+        for sch, res, where in raws:
+            f = self.flatten(sch, res, where)
+            if f is None:
+                return []
+            parts.extend(f)
+        union_like = ("anyOf", "oneOf", "if", "not", "dependentSchemas", "dependentRequired", "dependencies")
+        if any(k in p.schema for p in parts for k in union_like):
+            return None
+        types = set(TYPES) | {"integer"}
+        lists = []
+        for p in parts:
+            t = p.schema.get("type")
+            if t is not None:
+                types &= {t} if isinstance(t, str) else set(t)
+            if "const" in p.schema:
+                lists.append([p.schema["const"]])
+            if isinstance(p.schema.get("enum"), list):
+                lists.append(p.schema["enum"])
+        if lists:
+            cands = [v for v in lists[0] if all(any(_jeq(v, w) for w in lst) for lst in lists[1:])]
+        elif types <= {"null", "boolean"}:
+            cands = ([None] if "null" in types else []) + ([True, False] if "boolean" in types else [])
+        else:
+            return None
+        out: list = []
+        for v in cands:
+            jt = _json_type(v)
+            if jt in ("array", "object"):
+                return None  # equality of containers is not modelled here
+            if jt == "number" and "number" not in types and not ("integer" in types and _is_int(v)):
+                continue
+            if jt != "number" and jt not in types:
+                continue
+            if self._validates(v, parts) is False or any(_jeq(v, o) for o in out):
+                continue
+            out.append(v)
+        return out
+
+    def unique_array(self, domain: list, min_i: int, max_i: int | None) -> str | None:
+        """Arrays of distinct values from a small finite domain: states are the used subsets."""
+        if min_i > len(domain):
+            return None
+        b = self.b
+        lits = [self.value_literal(v) for v in domain]
+        comma = self.punct(",")
+        rules: dict[int, str] = {}
+
+        def state(used: int) -> str:
+            if used in rules:
+                return rules[used]
+            name = b.rule(None, "uniq")
+            rules[used] = name
+            count = bin(used).count("1")
+            alts: list[tuple[str, ...]] = []
+            if count >= min_i:
+                alts.append(())
+            if max_i is None or count < max_i:
+                sep = (comma,) if used else ()
+                for i, lit in enumerate(lits):
+                    if not used >> i & 1:
+                        alts.append(sep + (lit, state(used | 1 << i)))
+            b.set_rule(name, alts)
+            return name
+
+        return b.rule([(self.punct("["), state(0), self.punct("]"))], "array")
 
     # ---- objects -----------------------------------------------------------------------------
     def emit_object(self, parts: list[Part], ptr: str) -> str | None:
@@ -1139,7 +1213,6 @@ class Compiler:
                     add_false = True
                 else:
                     add_parts.extend(f)
-        any_str = None
         extras: list[tuple[str, str]] = []
         listed_keys = [k for k in listed]
         try:
