@@ -36,6 +36,36 @@ INF = 1 << 30
 _uids = itertools.count(1)
 
 
+def _closure(prods: list[tuple[int, tuple[int, ...]]], base: set[int]) -> set[int]:
+    """Least set containing ``base`` and every lhs whose rhs lies in the set (worklist, linear).
+
+    With ``base`` = terminals it gives the productive symbols; with ``base`` empty, the
+    nullable ones.  Linear in the grammar size, so huge generated grammars compile fast.
+    """
+    known = set(base)
+    users: dict[int, list[int]] = {}
+    remaining = [0] * len(prods)
+    queue: list[int] = []
+    for i, (lhs, rhs) in enumerate(prods):
+        missing = [x for x in rhs if x not in known]
+        remaining[i] = len(missing)
+        for x in missing:
+            users.setdefault(x, []).append(i)
+        if not missing and lhs not in known:
+            known.add(lhs)
+            queue.append(lhs)
+    while queue:
+        x = queue.pop()
+        for i in users.get(x, ()):
+            remaining[i] -= 1
+            if remaining[i] == 0:
+                lhs = prods[i][0]
+                if lhs not in known:
+                    known.add(lhs)
+                    queue.append(lhs)
+    return known
+
+
 class Node:
     """An Earley item set at a lexeme boundary (immutable after :meth:`EarleyGrammar.build_node`)."""
 
@@ -102,14 +132,7 @@ class EarleyGrammar:
         self.ignore = tuple(sorted({self.term_index[t] for t in grammar.ignore}))
         self.ignore_set = frozenset(self.ignore)
         # productive symbols (terminals assumed non-empty; checked when their DFA is built)
-        productive = set(range(nt))
-        changed = True
-        while changed:
-            changed = False
-            for lhs, rhs in prods:
-                if lhs not in productive and all(s in productive for s in rhs):
-                    productive.add(lhs)
-                    changed = True
+        productive = _closure(prods, set(range(nt)))
         start = self.rule_index[grammar.start]
         if start not in productive:
             raise GrammarError(
@@ -124,15 +147,7 @@ class EarleyGrammar:
         self.by_lhs: dict[int, list[int]] = {}
         for i, (lhs, _) in enumerate(self.prods):
             self.by_lhs.setdefault(lhs, []).append(i)
-        nullable: set[int] = set()
-        changed = True
-        while changed:
-            changed = False
-            for lhs, rhs in self.prods:
-                if lhs not in nullable and all(s in nullable for s in rhs):
-                    nullable.add(lhs)
-                    changed = True
-        self.nullable = nullable
+        self.nullable = _closure(self.prods, set())
         self._dfas: list[ByteDFA | None] = [None] * nt
         self._tables: list[np.ndarray | None] = [None] * nt
         self._accs: list[np.ndarray | None] = [None] * nt
