@@ -418,9 +418,12 @@ class Compiler:
                 subs = s[kw]
                 if not isinstance(subs, list) or not subs:
                     raise SchemaError(f"{kw} must be a non-empty array", ptr)
-                if kw == "oneOf" and len(subs) > 1 and not self.disjoint(subs):
-                    self.approx("oneOf", ptr, "oneOf compiled as anyOf (branches not provably disjoint)")
                 r = rest(kw)
+                if kw == "oneOf" and len(subs) > 1 and not self.disjoint(subs):
+                    exact = self.one_of_exact(subs, r, res, ptr)
+                    if exact is not None:
+                        return exact
+                    self.approx("oneOf", ptr, "oneOf compiled as anyOf (branches not provably disjoint)")
                 return [([r] + b if b is not None else None) for b in (fl(x, f"{kw}/{j}") for j, x in enumerate(subs))]
         if "if" in s and ("then" in s or "else" in s):
             r = rest("if", "then", "else")
@@ -468,6 +471,36 @@ class Compiler:
                 present = None if sub is None else [r, Part({"required": [k]}, res, ptr)] + sub
             return [absent, present]
         return None
+
+    def one_of_exact(self, subs: list, r: Part, res: Any, ptr: str) -> list | None:
+        """``oneOf`` as the union over i of ``sub_i and not sub_j (j != i)`` when every
+        negation is expressible and the expansion stays small; else None."""
+        import itertools
+
+        negs = [self.negate(x, res, f"{ptr}/oneOf/{j}") for j, x in enumerate(subs)]
+        if any(n is None for n in negs):
+            return None
+        total = sum(math.prod(len(negs[j]) for j in range(len(subs)) if j != i) for i in range(len(subs)))
+        if total > 64:
+            return None
+        out: list = []
+        for i, sub in enumerate(subs):
+            base = self.flatten(sub, res, f"{ptr}/oneOf/{i}")
+            if base is None:
+                continue
+            others = [negs[j] for j in range(len(subs)) if j != i]
+            for combo in itertools.product(*others):
+                parts = [r] + base
+                ok = True
+                for nb in combo:
+                    f = self.flatten(nb, res, f"{ptr}/oneOf")
+                    if f is None:
+                        ok = False
+                        break
+                    parts = parts + f
+                if ok:
+                    out.append(parts)
+        return out or [None]
 
     def disjoint(self, subs: list) -> bool:
         """Cheap proof that ``oneOf`` branches never overlap (distinct types or distinct consts)."""
@@ -867,7 +900,7 @@ class Compiler:
                     if s["format"] not in sx.EXACT_FORMATS:
                         self.approx("format", p.ptr, f"format {s['format']!r} is checked by a looser regex")
                 elif s["format"] not in sx.FORMAT_REGEX:
-                    self.warnings.append(f"{p.ptr or '#'}: format: unknown format {s['format']!r} accepts any string")
+                    self.approx("format", p.ptr, f"unknown format {s['format']!r}: any string")
         excl = [v for v in not_values if isinstance(v, str)]
         if max_len is not None and max_len < min_len:
             return None
