@@ -547,7 +547,7 @@ class Compiler:
                 ts = {v} if isinstance(v, str) else set(v)
                 if "integer" in ts and "number" not in ts:
                     out.append({"type": [t for t in TYPES if t not in ts and t != "number"]})
-                    out.append({"type": "number", "not": {"type": "integer"}, "__nonint": True})
+                    out.append({"type": "number", "__nonint": True})
                     continue
                 rest_t = [t for t in TYPES if t not in ts]
                 out.append({"type": rest_t} if rest_t else False)
@@ -789,6 +789,9 @@ class Compiler:
                     raise SchemaError("multipleOf must be a positive number", p.ptr)
                 mults.append((m, p.ptr))
         b = self.b
+        nonint = any(p.schema.get("__nonint") for p in parts)
+        if nonint and (integer or any(_is_int(m) for m, _ in mults)):
+            return None
         if lo is not None and hi is not None and (lo[0] > hi[0] or (lo[0] == hi[0] and (lo[1] or hi[1]))):
             return None
         big = Decimal(10) ** 30
@@ -848,9 +851,16 @@ class Compiler:
             else:
                 self.approx("multipleOf", mp, f"multipleOf {m} on non-integers is not expressed")
         excl = [v for v in not_values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if nonint:  # numbers that are not integers: a nonzero fraction digit
+            plain = plain.replace(r"(?:\.[0-9]+)?", r"\.[0-9]*[1-9][0-9]*") if plain.endswith(r"(?:\.[0-9]+)?") else plain
+            if not plain.endswith("[1-9][0-9]*"):
+                plain = r"-?(?:0|[1-9][0-9]*)\.[0-9]*[1-9][0-9]*"
+                self.approx("not", parts[0].ptr, "non-integer numbers with multipleOf: multipleOf dropped")
+            rxs = rxs or []
+            self.approx("not", parts[0].ptr, "non-integer numbers in exponent form are accepted unchecked")
         if lo is not None or hi is not None:
             self.approx("minimum" if lo else "maximum", parts[0].ptr, "numbers in exponent form are not range-checked")
-        if not rxs and not excl and plain.endswith("(?:\\.[0-9]+)?"):
+        if not rxs and not excl and not nonint and plain.endswith("(?:\\.[0-9]+)?"):
             return b.regex(nm.ANY_NUMBER)
         try:
             dfa = regex_to_dfa(plain)
@@ -1253,6 +1263,12 @@ class Compiler:
             for d in names:
                 base_names = d if base_names is None else base_names.intersect(d)
             pat_dfas = []
+            pat_dfas_all = []
+            for pat, _sub, _res, _pptr in patterns:
+                try:
+                    pat_dfas_all.append(sx.pattern_dfa(pat))
+                except (RegexError, ConstraintTooLarge):
+                    pat_dfas_all.append(None)
             for pat, sub, res, pptr in patterns:
                 try:
                     pd = sx.pattern_dfa(pat)
@@ -1269,8 +1285,10 @@ class Compiler:
                 if listed_keys:
                     kd = sx.difference(kd, sx.literal_value_dfa(listed_keys))
                 if not kd.is_empty():
-                    if len(patterns) > 1:
-                        self.warnings.append(f"{pptr}: patternProperties: keys matching several patterns need only one")
+                    overlap = pd is None or any(
+                        q is not None and q is not pd and not pd.intersect(q).is_empty() for q in pat_dfas_all)
+                    if len(patterns) > 1 and overlap:
+                        self.approx("patternProperties", pptr, "keys matching several patterns are checked by one")
                     extras.append((self.key_dfa(kd), self.conj(fsub, pptr)))
             if not add_false:
                 if base_names is None and not any(pd is not None for pd in pat_dfas):
