@@ -54,8 +54,8 @@ def _dfa_parts(matcher: Matcher):
 def completion_after(matcher: Matcher, token_id: int) -> int:
     """Shortest completion (bytes) after advancing ``token_id``; the token must be allowed.
 
-    DFA matchers answer from the table and the distance array without copying; other
-    matchers use ``copy(); advance(); shortest_completion_bytes()``.
+    DFA matchers answer from the table and the distance array; other matchers use
+    ``advance(); shortest_completion_bytes(); rollback(1)`` (no copy).
     """
     eos = matcher.vocab.eos_token_ids
     if token_id in eos:
@@ -65,9 +65,12 @@ def completion_after(matcher: Matcher, token_id: int) -> int:
         dfa, state = parts
         s = dfa.run(state, matcher.vocab.token_bytes(token_id))
         return int(dfa.distances[s]) if s >= 0 else 1 << 30
-    m2 = matcher.copy()
-    m2.advance(token_id)
-    return m2.shortest_completion_bytes()
+    # advance + rollback on the matcher itself: no copy of its history (cheap for CFG states)
+    matcher.advance(token_id)
+    try:
+        return matcher.shortest_completion_bytes()
+    finally:
+        matcher.rollback(1)
 
 
 def fits(matcher: Matcher, token_id: int, remaining: int | None) -> bool:
