@@ -29,7 +29,7 @@ ENGINES = ("constrain", "llguidance", "xgrammar")
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("conformance", help="run the JSON Schema test suite against constrain and peers")
     configure(p)
-    p.set_defaults(func=run)
+    p.set_defaults(run=run, func=run)
     return p
 
 
