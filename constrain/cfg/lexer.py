@@ -19,6 +19,18 @@ import numpy as np
 from constrain.errors import ConstraintTooLarge
 
 
+class _SingleCompleting:
+    """``completing[s]`` of a one-entry lexer, without a per-state list."""
+
+    __slots__ = ("accept",)
+
+    def __init__(self, accept: np.ndarray) -> None:
+        self.accept = accept
+
+    def __getitem__(self, s: int) -> tuple[int, ...]:
+        return (0,) if self.accept[s] else ()
+
+
 class LexerDFA:
     """Product DFA of lexer entries; built eagerly (bounded) when first needed."""
 
@@ -35,6 +47,15 @@ class LexerDFA:
             self.completing: list[tuple[int, ...]] = []
             self.start = -1
             self.n_states = 0
+            return
+        if k == 1:
+            # one lexeme in progress: its own DFA is the product (no construction at all)
+            t, q = key[0]
+            self.table = tables[t]
+            self.accept = np.ascontiguousarray(accs[t], dtype=np.bool_)
+            self.completing = _SingleCompleting(self.accept)  # type: ignore[assignment]
+            self.start = int(q)
+            self.n_states = len(self.table)
             return
         start = tuple(q for _, q in key)
         index: dict[bytes, int] = {}
@@ -74,11 +95,13 @@ class LexerDFA:
             i += 1
         self.table = np.ascontiguousarray(np.stack(rows).astype(np.int32))
         self.n_states = len(states)
-        self.completing = []
-        acc = np.zeros(self.n_states, dtype=np.bool_)
-        for s, vec in enumerate(states):
-            comp = tuple(e for e in range(k) if vec[e] >= 0 and term_accs[e][vec[e]])
-            self.completing.append(comp)
-            acc[s] = bool(comp)
+        mat = np.stack(states)  # (n_states, k)
+        acc_mat = np.zeros(mat.shape, dtype=np.bool_)
+        for e in range(k):
+            col = mat[:, e]
+            live = col >= 0
+            acc_mat[live, e] = term_accs[e][col[live]]
+        self.completing = [tuple(np.flatnonzero(r).tolist()) for r in acc_mat]
+        acc = acc_mat.any(axis=1)
         self.accept = acc
         self.start = 0
