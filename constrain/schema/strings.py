@@ -232,8 +232,9 @@ FORMAT_REGEX: dict[str, str] = {
     "duration": r"P(?:(?:[0-9]+D|[0-9]+M(?:[0-9]+D)?|[0-9]+Y(?:[0-9]+M(?:[0-9]+D)?)?)"
     r"(?:T(?:[0-9]+H(?:[0-9]+M(?:[0-9]+S)?)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S))?"
     r"|T(?:[0-9]+H(?:[0-9]+M(?:[0-9]+S)?)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S)|[0-9]+W)",
-    "email": r"[^@\s\x00-\x1f\"]+@[^@\s\x00-\x1f\"]+",
-    "idn-email": r"[^@\s]+@[^@\s]+",
+    # RFC 5321 allows quoted local parts with spaces and even '@': only the '@' is certain
+    "email": r"[\s\S]*@[\s\S]*",
+    "idn-email": r"[\s\S]*@[\s\S]*",
     "hostname": _HOSTNAME,
     "ipv4": _IPV4,
     "ipv6": _IPV6,
