@@ -1019,7 +1019,7 @@ class Compiler:
                     if mc > 0:
                         return None
                 else:
-                    contains.append((f, mc, xc, p.ptr))
+                    contains.append((f, mc, xc, p.ptr, s["contains"], res))
             if s.get("uniqueItems") is True:
                 unique = True
         if rest_false:
@@ -1035,9 +1035,18 @@ class Compiler:
         if len(contains) > 1:
             self.approx("contains", ptr, "only the first 'contains' is enforced")
         con = contains[0] if contains else None
+        max_c = None
+        negs: list | None = None
         if con is not None and con[2] is not None:
-            self.approx("maxContains", con[3], "maxContains is not enforced")
+            negs = self.negate(con[4], con[5], con[3] + "/contains")
+            if negs is None or int(con[2]) > 16:
+                self.approx("maxContains", con[3], "maxContains is not enforced")
+                negs = None
+            else:
+                max_c = int(con[2])
         min_c = con[1] if con else 0
+        if max_c is not None and max_c < min_c:
+            return None
         # bound counters
         cap_needed = max(len(prefix), min_i, (max_i + 1) if max_i is not None else 0)
         if cap_needed > MAX_COUNT:
@@ -1075,9 +1084,26 @@ class Compiler:
         rules: dict[tuple[int, int], str] = {}
         comma = self.punct(",")
 
+        nsyms: dict[tuple[int, int], str | None] = {}
+
+        def nitem(j: int, bi: int) -> str | None:
+            """Item j that does NOT match contains (negation branch bi): exact maxContains."""
+            key = (min(j, n_pre), bi)
+            if key not in nsyms:
+                ps = prefix[j] if j < n_pre else rest
+                nb = negs[bi]
+                if ps is None or nb is False:
+                    nsyms[key] = None
+                else:
+                    extra = [] if nb is True else [(nb, con[5], con[3] + "/contains")]
+                    nsyms[key] = self.conj(ps + extra, ptr + "/contains")
+            return nsyms[key]
+
+        k_cap = min_c if max_c is None else max_c
+
         def state(c: int, k: int) -> str:
             c = min(c, top)
-            k = min(k, min_c)
+            k = min(k, k_cap)
             key = (c, k)
             if key in rules:
                 return rules[key]
@@ -1088,10 +1114,16 @@ class Compiler:
                 alts.append(())
             if max_i is None or c < max_i:
                 sep = (comma,) if c > 0 else ()
-                it = item(c)
-                if it is not None:
-                    alts.append(sep + (it, state(c + 1, k)))
-                if con is not None and k < min_c:
+                if max_c is None:
+                    it = item(c)
+                    if it is not None:
+                        alts.append(sep + (it, state(c + 1, k)))
+                else:
+                    for bi in range(len(negs)):
+                        it = nitem(c, bi)
+                        if it is not None:
+                            alts.append(sep + (it, state(c + 1, k)))
+                if con is not None and (k < min_c or (max_c is not None and k < max_c)):
                     ci = citem(c)
                     if ci is not None:
                         alts.append(sep + (ci, state(c + 1, k + 1)))
