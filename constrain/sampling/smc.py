@@ -173,6 +173,10 @@ def run(
     toks: list[list[int]] = [[] for _ in range(n)]
     phi_last = np.zeros(n)
     step_method = proposal if method == "smc" else method
+    # adaptive: a row whose last step needed the mask tries only a few draws before the next
+    # mask (where the model fights the constraint); the choice depends only on past steps,
+    # so every draw stays exact
+    row_rejects = np.full(n, max_rejects, dtype=np.int64)
 
     t0 = time.perf_counter()
     logits = decoder.start(n)
@@ -196,7 +200,8 @@ def run(
             elif greedy:
                 d = greedy_sample(prop, chk, max_rejects=max_rejects)
             else:
-                d = awrs_sample(prop, chk, rng, max_rejects=max_rejects)
+                d = awrs_sample(prop, chk, rng, max_rejects=int(row_rejects[i]))
+                row_rejects[i] = min(4, max_rejects) if d.used_mask else max_rejects
             if step_method == "awrs":
                 stats.masks_avoided += 0 if d.used_mask else 1
                 stats.fallbacks += int(d.used_mask)
@@ -242,6 +247,7 @@ def run(
             matchers = [matchers[k].copy() for k in idx]
             toks = [list(toks[k]) for k in idx]
             done, alive, ended_eos, phi_last, nxt = done[idx], alive[idx], ended_eos[idx], phi_last[idx], nxt[idx]
+            row_rejects = row_rejects[idx]
             stats.engine_time += time.perf_counter() - te
             tm = time.perf_counter()
             decoder.reorder(idx)
