@@ -71,6 +71,12 @@ CASES = [
         [[], [1, 2], [5, 6, 7], [9, 9, 9, 0]],
     ),
     (
+        {"allOf": [{"properties": {"a": {"type": "integer"}}}], "properties": {"b": True},
+         "unevaluatedProperties": False},
+        [{"a": 1}, {"a": 1, "b": "x"}, {}],
+        [{"c": 1}, {"a": 1, "c": 2}, {"a": "x"}],
+    ),
+    (
         {"type": "string", "format": "date"},
         ["2024-02-29", "1999-12-31"],
         ["2024-13-01", "24-01-01", 5],

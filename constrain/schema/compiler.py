@@ -367,11 +367,11 @@ class Compiler:
             if self.depth > 4 * self.max_depth:
                 self.approx("$ref", ptr, "merged recursion deeper than max_depth; any value")
                 return self.any_value()
-            return self.gen_parts(parts, ptr)
+            return self.gen_parts(parts, ptr, None, True)  # merged subtrees: not one scope
         finally:
             self.depth -= 1
 
-    def gen_parts(self, parts: list[Part], ptr: str, budget: list[int] | None = None) -> str:
+    def gen_parts(self, parts: list[Part], ptr: str, budget: list[int] | None = None, dist: bool = False) -> str:
         """Symbol for the conjunction of ``parts`` (distributing unions)."""
         if budget is None:
             budget = [MAX_BRANCHES]
@@ -380,11 +380,11 @@ class Compiler:
             if self.depth > 8 * self.max_depth:
                 self.approx("$ref", ptr, "nesting deeper than max_depth; any value")
                 return self.any_value()
-            return self._gen_parts(parts, ptr, budget)
+            return self._gen_parts(parts, ptr, budget, dist)
         finally:
             self.depth -= 1
 
-    def _gen_parts(self, parts: list[Part], ptr: str, budget: list[int]) -> str:
+    def _gen_parts(self, parts: list[Part], ptr: str, budget: list[int], dist: bool) -> str:
         for i, p in enumerate(parts):
             branches = self.split(p)
             if branches is None:
@@ -397,10 +397,10 @@ class Compiler:
                 budget[0] -= 1
                 if budget[0] < 0:
                     self.approx("anyOf", p.ptr, "too many combinations of alternatives; extra constraints dropped")
-                    return self.gen_parts(others, ptr, [MAX_BRANCHES])
-                alts.append((self.gen_parts(others + br, ptr, budget),))
+                    return self.gen_parts(others, ptr, [MAX_BRANCHES], True)
+                alts.append((self.gen_parts(others + br, ptr, budget, True),))
             return self.b.rule(alts, "alt")
-        return self.emit(parts, ptr)
+        return self.emit(parts, ptr, dist)
 
     def split(self, p: Part) -> list[list[Part] | None] | None:
         """If ``p`` holds a union-like applicator: remove it, return the branch part lists."""
@@ -587,13 +587,21 @@ class Compiler:
         return out
 
     # ---- merge + emit ------------------------------------------------------------------------
-    def emit(self, parts: list[Part], ptr: str) -> str:
+    def emit(self, parts: list[Part], ptr: str, dist: bool = False) -> str:
         b = self.b
-        if not any(k in _CONSTRAINING or k.startswith("__") for p in parts for k in p.schema):
+        # unevaluatedProperties is exact when its schema object is the outermost part (the
+        # last one flattened: its subtree is all the parts) and no union was distributed
+        # (another valid branch could have evaluated more keys)
+        n_uneval = sum("unevaluatedProperties" in p.schema for p in parts)
+        uneval = None
+        if n_uneval == 1 and not dist and "unevaluatedProperties" in parts[-1].schema:
+            last = parts[-1]
+            uneval = (self.raw(last.schema["unevaluatedProperties"], last.res, last.ptr + "/unevaluatedProperties"),)
+        if not any(k in _CONSTRAINING or k.startswith("__") for p in parts for k in p.schema) and uneval is None:
             return self.any_value()
         for p in parts:
             for k in p.schema:
-                if k in _UNSUPPORTED:
+                if k in _UNSUPPORTED and not (k == "unevaluatedProperties" and uneval is not None):
                     self.approx(k, p.ptr, "keyword not supported; ignored")
         types = set(TYPES) | {"integer"}
         enum_lists: list[list] = []
@@ -640,7 +648,7 @@ class Compiler:
             if sym:
                 alts.append((sym,))
         if "object" in types:
-            sym = self.emit_object(parts, ptr)
+            sym = self.emit_object(parts, ptr, uneval)
             if sym:
                 alts.append((sym,))
         if any(_json_type(v) in ("array", "object") for v in not_values):
@@ -1203,7 +1211,7 @@ class Compiler:
         return b.rule([(self.punct("["), state(0), self.punct("]"))], "array")
 
     # ---- objects -----------------------------------------------------------------------------
-    def emit_object(self, parts: list[Part], ptr: str) -> str | None:
+    def emit_object(self, parts: list[Part], ptr: str, uneval: tuple | None = None) -> str | None:
         b = self.b
         listed: dict[str, list[Part] | None] = {}
         required: list[str] = []
@@ -1288,6 +1296,12 @@ class Compiler:
                     add_false = True
                 else:
                     add_parts.extend(f)
+        if uneval is not None and not any("additionalProperties" in p.schema for p in parts):
+            # keys outside every part's properties/patterns are exactly the unevaluated ones
+            if uneval[0] is None:
+                add_false = True
+            else:
+                add_parts.extend(uneval[0])
         extras: list[tuple[str, str]] = []
         listed_keys = [k for k in listed]
         try:
