@@ -30,7 +30,7 @@ from constrain.cfg.earley import EarleyGrammar, Node, Pos
 from constrain.cfg.ir import Grammar
 from constrain.cfg.lexer import LexerDFA
 from constrain.engine import cfg_kernels
-from constrain.engine.matcher import CompiledConstraint, Matcher, bitmask_words
+from constrain.engine.matcher import CompiledConstraint, HistoryMatcher, bitmask_words
 from constrain.vocab import Vocabulary
 
 
@@ -255,10 +255,8 @@ def _roots_key(roots: np.ndarray) -> tuple[bytes, int]:
     return (rb if len(rb) <= 256 else hashlib.blake2b(rb, digest_size=16).digest(), len(rb))
 
 
-class CFGMatcher(Matcher):
+class CFGMatcher(HistoryMatcher):
     """State = a persistent :class:`Pos` plus a stack of previous ones (rollback = pop)."""
-
-    __slots__ = ("compiled", "pos", "history", "terminated")
 
     def __init__(self, compiled: CompiledGrammar) -> None:
         self.compiled = compiled
@@ -291,36 +289,16 @@ class CFGMatcher(Matcher):
         if token_id in self.compiled._eos:
             if not self.pos.accepting:
                 self._raise_invalid(token_id)
-            self.history.append(self.pos)
-            self.terminated = True
+            self._terminate()
             return
         data = self.vocab.token_bytes(token_id)
         nxt = self.compiled.parser.run(self.pos, data) if data else None
         if nxt is None:
             self._raise_invalid(token_id)
-        self.history.append(self.pos)
-        self.pos = nxt  # type: ignore[assignment]
-
-    def rollback(self, n: int = 1) -> None:
-        if n < 0 or n > len(self.history):
-            raise ValueError(f"cannot roll back {n} tokens; {len(self.history)} were advanced")
-        for _ in range(n):
-            self.terminated = False
-            self.pos = self.history.pop()
-
-    def copy(self) -> CFGMatcher:
-        m = CFGMatcher.__new__(CFGMatcher)
-        m.compiled = self.compiled
-        m.pos = self.pos
-        m.history = list(self.history)
-        m.terminated = self.terminated
-        return m
+        self._push(nxt)
 
     def is_accepting(self) -> bool:
         return not self.terminated and self.pos.accepting
-
-    def is_terminated(self) -> bool:
-        return self.terminated
 
     def accepts_prefix_bytes(self, data: bytes) -> bool:
         if self.terminated:
@@ -331,9 +309,6 @@ class CFGMatcher(Matcher):
         if self.terminated:
             return 0
         return self.compiled.parser.shortest_completion(self.pos)
-
-    def num_tokens(self) -> int:
-        return len(self.history)
 
     def advance_bytes(self, data: bytes) -> None:
         """Consume raw bytes without a token (tests, forced prefixes); not undoable by rollback."""

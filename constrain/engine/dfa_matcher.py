@@ -15,7 +15,7 @@ import numpy as np
 
 from constrain.automata.bytedfa import ByteDFA
 from constrain.engine import kernels
-from constrain.engine.matcher import CompiledConstraint, Matcher, bitmask_words
+from constrain.engine.matcher import CompiledConstraint, HistoryMatcher, bitmask_words
 from constrain.errors import ConstrainError
 from constrain.vocab import Vocabulary
 
@@ -81,23 +81,26 @@ class CompiledDFA(CompiledConstraint):
             self.state_mask(s)
 
 
-class DFAMatcher(Matcher):
-    """State = one DFA state plus a history stack for rollback."""
-
-    __slots__ = ("compiled", "state", "history", "terminated")
+class DFAMatcher(HistoryMatcher):
+    """State (``pos``) = one DFA state; the history stack gives rollback."""
 
     def __init__(self, compiled: CompiledDFA) -> None:
         self.compiled = compiled
-        self.state = compiled.dfa.start
+        self.pos: int = compiled.dfa.start
         self.history: list[int] = []
         self.terminated = False
+
+    @property
+    def state(self) -> int:
+        """The current DFA state."""
+        return self.pos
 
     # ---- contract ---------------------------------------------------------------------------
     def fill_mask(self, bitmask: np.ndarray) -> None:
         if self.terminated:
             bitmask[:] = 0
             return
-        np.copyto(bitmask.view(np.uint32), self.compiled.state_mask(self.state))
+        np.copyto(bitmask.view(np.uint32), self.compiled.state_mask(self.pos))
 
     def check(self, token_id: int) -> bool:
         self._check_range(token_id)
@@ -105,12 +108,12 @@ class DFAMatcher(Matcher):
             return False
         c = self.compiled
         if token_id in c._eos:
-            return bool(c.accepting[self.state])
-        cached = c._cache.get(self.state)
+            return bool(c.accepting[self.pos])
+        cached = c._cache.get(self.pos)
         if cached is not None:
             return bool((int(cached[token_id >> 5]) >> (token_id & 31)) & 1)
         data = self.vocab.token_bytes(token_id)
-        return bool(data) and c.dfa.run(self.state, data) >= 0
+        return bool(data) and c.dfa.run(self.pos, data) >= 0
 
     def advance(self, token_id: int) -> None:
         self._check_range(token_id)
@@ -118,58 +121,32 @@ class DFAMatcher(Matcher):
             self._raise_invalid(token_id)
         c = self.compiled
         if token_id in c._eos:
-            if not c.accepting[self.state]:
+            if not c.accepting[self.pos]:
                 self._raise_invalid(token_id)
-            self.history.append(self.state)
-            self.terminated = True
+            self._terminate()
             return
         data = self.vocab.token_bytes(token_id)
-        nxt = c.dfa.run(self.state, data) if data else -1
+        nxt = c.dfa.run(self.pos, data) if data else -1
         if nxt < 0:
             self._raise_invalid(token_id)
-        self.history.append(self.state)
-        self.state = nxt
-
-    def rollback(self, n: int = 1) -> None:
-        if n < 0 or n > len(self.history):
-            raise ValueError(f"cannot roll back {n} tokens; {len(self.history)} were advanced")
-        for _ in range(n):
-            if self.terminated:
-                self.terminated = False
-                self.state = self.history.pop()
-            else:
-                self.state = self.history.pop()
-
-    def copy(self) -> DFAMatcher:
-        m = DFAMatcher.__new__(DFAMatcher)
-        m.compiled = self.compiled
-        m.state = self.state
-        m.history = list(self.history)
-        m.terminated = self.terminated
-        return m
+        self._push(nxt)
 
     def is_accepting(self) -> bool:
-        return not self.terminated and bool(self.compiled.accepting[self.state])
-
-    def is_terminated(self) -> bool:
-        return self.terminated
+        return not self.terminated and bool(self.compiled.accepting[self.pos])
 
     def accepts_prefix_bytes(self, data: bytes) -> bool:
         if self.terminated:
             return not data
-        return self.compiled.dfa.run(self.state, data) >= 0
+        return self.compiled.dfa.run(self.pos, data) >= 0
 
     def shortest_completion_bytes(self) -> int:
-        return 0 if self.terminated else int(self.compiled.dfa.distances[self.state])
-
-    def num_tokens(self) -> int:
-        return len(self.history)
+        return 0 if self.terminated else int(self.compiled.dfa.distances[self.pos])
 
     def _accepts_complete_bytes(self, data: bytes) -> bool:
         if self.terminated:
             return False
-        s = self.compiled.dfa.run(self.state, data)
+        s = self.compiled.dfa.run(self.pos, data)
         return s >= 0 and bool(self.compiled.accepting[s])
 
     def __repr__(self) -> str:
-        return f"DFAMatcher(state={self.state}, tokens={len(self.history)}, terminated={self.terminated})"
+        return f"DFAMatcher(state={self.pos}, tokens={len(self.history)}, terminated={self.terminated})"

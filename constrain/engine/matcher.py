@@ -19,7 +19,7 @@ Conventions every implementation keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -155,3 +155,45 @@ class Matcher(ABC):
 
     def _raise_invalid(self, token_id: int) -> None:
         raise InvalidTokenError(token_id)
+
+
+class HistoryMatcher(Matcher):
+    """A matcher whose whole state is one immutable value ``pos`` plus the stack of earlier ones.
+
+    Regex matchers (a DFA state) and grammar matchers (a persistent parser position) both work
+    this way, so rollback is a pop and copy is a list copy; this class holds that shared part.
+    """
+
+    pos: Any
+    history: list[Any]
+    terminated: bool
+
+    def _push(self, new_pos: Any) -> None:
+        self.history.append(self.pos)
+        self.pos = new_pos
+
+    def _terminate(self) -> None:
+        """Record an advanced EOS (rollback(1) undoes it)."""
+        self.history.append(self.pos)
+        self.terminated = True
+
+    def rollback(self, n: int = 1) -> None:
+        if n < 0 or n > len(self.history):
+            raise ValueError(f"cannot roll back {n} tokens; {len(self.history)} were advanced")
+        for _ in range(n):
+            self.terminated = False
+            self.pos = self.history.pop()
+
+    def copy(self) -> HistoryMatcher:
+        m = type(self).__new__(type(self))
+        m.compiled = self.compiled
+        m.pos = self.pos
+        m.history = list(self.history)
+        m.terminated = self.terminated
+        return m
+
+    def is_terminated(self) -> bool:
+        return self.terminated
+
+    def num_tokens(self) -> int:
+        return len(self.history)
