@@ -817,7 +817,8 @@ class Compiler:
             rx = nm.int_range(ilo, ihi)
             if rx is None:
                 return None
-            rx = rx + r"(?:\.0+)?"
+            if not (integer and self.draft == "4"):  # draft 4 integers have no fraction part at all
+                rx = rx + r"(?:\.0+)?"
             mod = 1
             for m, _mp in mults:
                 k = nm.integer_modulus(m)
