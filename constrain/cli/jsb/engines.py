@@ -62,7 +62,10 @@ class Adapter:
 
     @cached_property
     def hf_tokenizer(self) -> Any:
-        return self.vocab.hf_tokenizer
+        """The (fast) Hugging Face tokenizer, loaded from the folder (peers need the HF object)."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.tokenizer_dir), use_fast=True)
 
     def load(self) -> None:
         """Pay the tokenizer-conversion cost now (outside any timed region)."""

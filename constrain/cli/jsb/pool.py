@@ -101,7 +101,13 @@ def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
                 if engine not in adapters:
                     conn.send(("phase", engine, "load"))
                     a = _adapter_class(engine, config)(config["tokenizer"])
-                    a.load()
+                    try:
+                        a.load()
+                    except EngineUnavailable:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - no schema can run without its engine
+                        conn.send(("fatal", f"cannot load {engine}: {type(exc).__name__}: {exc}"))
+                        return
                     adapters[engine] = a
                 conn.send(("phase", engine, "compile"))
                 rec = evaluate(
