@@ -286,11 +286,14 @@ class Compiler:
         ref = rest.pop("$ref", None)
         if ref is not None:
             got = self.resolve(ref, res, ptr)
+            if got is None:
+                rest["__opaque"] = True
             if got is not None:
                 target, tres = got
                 key = (id(target), self.base_of(tres))
                 if key in seen or len(seen) > self.max_depth:
                     self.approx("$ref", ptr, "a $ref cycle without structure in between is ignored")
+                    rest["__opaque"] = True
                 else:
                     sub = self.flatten(target, tres, ptr + "/$ref", seen | {key})
                     if sub is None:
@@ -302,6 +305,7 @@ class Compiler:
         if dref is not None:
             got = self.resolve(dref, res, ptr) if not dref.startswith("#") or dref == "#" or "/" in dref else None
             self.approx("$dynamicRef", ptr, "dynamic references are not resolved dynamically; treated as any value")
+            rest["__opaque"] = True  # evaluated-keys bookkeeping cannot see through it
         for i, sub in enumerate(rest.pop("allOf", []) or []):
             got = self.flatten(sub, res, f"{ptr}/allOf/{i}", seen)
             if got is None:
@@ -594,10 +598,12 @@ class Compiler:
         # (another valid branch could have evaluated more keys)
         n_uneval = sum("unevaluatedProperties" in p.schema for p in parts)
         uneval = None
-        if n_uneval == 1 and not dist and "unevaluatedProperties" in parts[-1].schema:
+        opaque = any(p.schema.get("__opaque") for p in parts)
+        if n_uneval == 1 and not dist and not opaque and "unevaluatedProperties" in parts[-1].schema:
             last = parts[-1]
             uneval = (self.raw(last.schema["unevaluatedProperties"], last.res, last.ptr + "/unevaluatedProperties"),)
-        if not any(k in _CONSTRAINING or k.startswith("__") for p in parts for k in p.schema) and uneval is None:
+        if not any(k in _CONSTRAINING or (k.startswith("__") and k != "__opaque") for p in parts for k in p.schema) \
+                and uneval is None:
             return self.any_value()
         for p in parts:
             for k in p.schema:
