@@ -36,6 +36,7 @@ class CompiledDFA(CompiledConstraint):
         self.accepting = dfa.accepting
         self.words = bitmask_words(len(vocab))
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_i32: dict[int, np.ndarray] = {}
         self._cache_states = cache_states
         self._eos = set(vocab.eos_token_ids)
         self.stats = {"mask_walks": 0, "nodes_visited": 0}
@@ -70,8 +71,10 @@ class CompiledDFA(CompiledConstraint):
         if self.accepting[state]:  # cache the full mask, EOS included, so fill_mask is one copy
             m |= self.vocab.eos_mask_words
         self._cache[state] = m
+        self._cache_i32[state] = m.view(np.int32)  # same memory, the dtype callers' bitmasks use
         if len(self._cache) > self._cache_states:
-            self._cache.popitem(last=False)
+            old, _ = self._cache.popitem(last=False)
+            del self._cache_i32[old]
         return m
 
     def precompute(self) -> None:
@@ -100,7 +103,11 @@ class DFAMatcher(HistoryMatcher):
         if self.terminated:
             bitmask[:] = 0
             return
-        np.copyto(bitmask.view(np.uint32), self.compiled.state_mask(self.pos))
+        c = self.compiled
+        words = c._cache_i32.get(self.pos)
+        if words is None or len(c._cache) >= c._cache_states:  # miss, or LRU order matters
+            words = c.state_mask(self.pos).view(np.int32)
+        np.copyto(bitmask, words, casting="unsafe")
 
     def check(self, token_id: int) -> bool:
         self._check_range(token_id)
