@@ -11,7 +11,6 @@ raises :class:`ConstraintTooLarge` instead of exhausting memory.
 
 from __future__ import annotations
 
-from collections import deque
 from functools import cached_property
 
 import numpy as np
@@ -91,21 +90,21 @@ class ByteDFA:
 
     @cached_property
     def distances(self) -> np.ndarray:
-        """Fewest bytes from each state to acceptance (BFS on the reversed graph)."""
+        """Fewest bytes from each state to acceptance (level-by-level BFS on the reversed graph)."""
         n = self.n_states
         dist = np.full(n, -1, dtype=np.int32)
         if n == 0:
             return dist
-        preds = _predecessors(self.table)
-        q = deque(int(s) for s in np.flatnonzero(self.accepting))
-        for s in q:
-            dist[s] = 0
-        while q:
-            s = q.popleft()
-            for p in preds[s]:
-                if dist[p] < 0:
-                    dist[p] = dist[s] + 1
-                    q.append(p)
+        offs, srcs = _reverse_csr(self.table)
+        frontier = np.flatnonzero(self.accepting)
+        dist[frontier] = 0
+        level = 0
+        while len(frontier):
+            level += 1
+            preds = _gather(frontier, offs, srcs)
+            preds = np.unique(preds[dist[preds] < 0])
+            dist[preds] = level
+            frontier = preds
         return dist
 
     def shortest_string(self, state: int | None = None) -> bytes:
@@ -153,10 +152,16 @@ class ByteDFA:
         n = self.n_states
         if n <= 1:
             return self
+        # bytes whose columns are identical in every state never distinguish states: refine
+        # on one representative column per byte class (typically ~10 of 256), much cheaper
+        cols = np.ascontiguousarray(self.table.T)
+        col_rows = cols.view(np.dtype((np.void, cols.dtype.itemsize * cols.shape[1]))).ravel()
+        _, rep_cols = np.unique(col_rows, return_index=True)
+        sub = np.ascontiguousarray(self.table[:, np.sort(rep_cols)])
         cls = self.accepting.astype(np.int64)
         n_cls = len(np.unique(cls))
         while True:
-            nxt = np.where(self.table >= 0, cls[np.maximum(self.table, 0)], -1)
+            nxt = np.where(sub >= 0, cls[np.maximum(sub, 0)], -1)
             sig = np.ascontiguousarray(np.concatenate([cls[:, None], nxt], axis=1))
             rows = sig.view(np.dtype((np.void, sig.dtype.itemsize * sig.shape[1]))).ravel()
             _, new = np.unique(rows, return_inverse=True)  # 1-D on raw row bytes: fast
@@ -180,41 +185,53 @@ class ByteDFA:
         return f"ByteDFA(states={self.n_states}, start={self.start})"
 
 
-def _predecessors(table: np.ndarray) -> list[list[int]]:
+def _reverse_csr(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predecessor lists of every state as CSR arrays (offsets, sources); duplicates allowed."""
     n = len(table)
-    preds: list[set[int]] = [set() for _ in range(n)]
-    src, _ = np.nonzero(table >= 0)
-    dst = table[table >= 0]
-    for s, d in zip(src.tolist(), dst.tolist()):
-        preds[d].add(s)
-    return [list(p) for p in preds]
+    src, byte = np.nonzero(table >= 0)
+    dst = table[src, byte]
+    order = np.argsort(dst, kind="stable")
+    counts = np.bincount(dst, minlength=n)
+    offs = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=offs[1:])
+    return offs, src[order].astype(np.int64)
+
+
+def _gather(frontier: np.ndarray, offs: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """Concatenate ``vals[offs[f]:offs[f+1]]`` for every ``f`` in ``frontier`` (vectorised)."""
+    starts = offs[frontier]
+    lens = offs[frontier + 1] - starts
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=vals.dtype)
+    shift = np.repeat(starts - (np.cumsum(lens) - lens), lens)
+    return vals[shift + np.arange(total)]
 
 
 def _trim(table: np.ndarray, accepting: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Keep states reachable from ``start`` that can reach acceptance; renumber densely."""
+    """Keep states reachable from ``start`` that can reach acceptance; renumber densely.
+
+    Both searches are level-synchronous and vectorised, so trimming stays linear in the
+    number of transitions even for the 10^5-state automata large schemas produce.
+    """
     n = len(table)
     if start < 0 or n == 0:
         return np.zeros((0, 256), np.int32), np.zeros(0, bool), -1
     reach = np.zeros(n, dtype=bool)
     reach[start] = True
-    stack = [start]
-    while stack:
-        s = stack.pop()
-        for t in np.unique(table[s][table[s] >= 0]).tolist():
-            if not reach[t]:
-                reach[t] = True
-                stack.append(t)
-    live = np.zeros(n, dtype=bool)
-    preds = _predecessors(table)
-    stack = [int(s) for s in np.flatnonzero(accepting & reach)]
-    for s in stack:
-        live[s] = True
-    while stack:
-        s = stack.pop()
-        for p in preds[s]:
-            if not live[p] and reach[p]:
-                live[p] = True
-                stack.append(p)
+    frontier = np.array([start])
+    while len(frontier):
+        nxt = table[frontier].ravel()
+        nxt = np.unique(nxt[nxt >= 0])
+        frontier = nxt[~reach[nxt]]
+        reach[frontier] = True
+    offs, srcs = _reverse_csr(table)
+    live = accepting & reach
+    frontier = np.flatnonzero(live)
+    while len(frontier):
+        preds = np.unique(_gather(frontier, offs, srcs))
+        frontier = preds[~live[preds] & reach[preds]]
+        live[frontier] = True
     keep = reach & live
     if not keep[start]:
         return np.zeros((0, 256), np.int32), np.zeros(0, bool), -1
