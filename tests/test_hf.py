@@ -35,6 +35,7 @@ SCHEMA = {
     "additionalProperties": False,
 }
 SEEDS = 20
+SEED_LIST = [1000 + 7 * i for i in range(SEEDS)]  # 20 distinct seeds, one per run
 MAX_NEW = 128
 
 
@@ -101,17 +102,17 @@ def test_twenty_seeds_produce_valid_output(model_and_tokenizer, kind, method, ca
     compiled = constrain.compile(spec, vocab)
     t = time.perf_counter()
     if method == "smc":
-        # 20 independent SMC runs of 2 particles, batched as rows of one KV cache
-        r = hf.generate(model, tok, "Hello", compiled, method="smc", n_particles=2, smc_groups=SEEDS,
-                        max_new_tokens=MAX_NEW, seed=11)
+        # 20 seeded SMC runs of 2 particles (one seed per run), batched as rows of one KV cache
+        r = hf.generate(model, tok, "Hello", compiled, method="smc", n_particles=2,
+                        max_new_tokens=MAX_NEW, seed=SEED_LIST)
         samples = [r.particles[i] for i in r.chosen]
         assert len(samples) == SEEDS
         assert all(p.alive for p in samples)
     else:
-        # 20 independent samples as rows of one batch
-        r = hf.generate(model, tok, "Hello", compiled, method=method, num_samples=SEEDS,
-                        max_new_tokens=MAX_NEW, seed=11)
+        # 20 seeded samples (one seed per row) as rows of one batch
+        r = hf.generate(model, tok, "Hello", compiled, method=method, max_new_tokens=MAX_NEW, seed=SEED_LIST)
         samples = r.particles
+        assert len(samples) == SEEDS
     elapsed = time.perf_counter() - t
     for p in samples:
         text = p.text.decode("utf-8")
@@ -176,3 +177,33 @@ def test_generate_errors_are_typed():
         hf.generate(model, tok, "x", "[a-z]+")
     r = hf.generate(model, tok, "x", constrain.regex(r"[a-z]{10}"), method="awrs", max_new_tokens=10, seed=0)
     assert re.fullmatch(r"[a-z]{10}", r.text) and r.stats.tokens == len(r.tokens)
+
+
+@pytest.mark.parametrize("method", ["lcd", "awrs", "smc"])
+def test_row_output_depends_only_on_its_seed(method):
+    """Seeds given as a list are per-row (per SMC run) streams: permuting the list permutes the
+    outputs, and different seeds give different outputs."""
+    tok = _tokenizer("gpt2")
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=len(tok), n_layer=1, n_head=2, n_embd=32)).eval()
+    spec = constrain.regex(r"[a-z]{3,12}( [0-9]{1,4})?")
+    seeds = [5, 17, 29, 41]
+    perm = [2, 0, 3, 1]
+    kw = {"method": method, "max_new_tokens": 16}
+    if method == "smc":
+        kw["n_particles"] = 2
+    a = hf.generate(model, tok, "Hello", spec, seed=seeds, **kw)
+    b = hf.generate(model, tok, "Hello", spec, seed=[seeds[i] for i in perm], **kw)
+
+    def outs(r):
+        rows = [r.particles[i] for i in r.chosen] if method == "smc" else r.particles
+        return [p.tokens for p in rows]
+
+    oa, ob = outs(a), outs(b)
+    assert len(oa) == len(seeds)
+    for j, i in enumerate(perm):
+        assert ob[j] == oa[i], f"{method}: seed {seeds[i]} gave different output at another batch position"
+    assert len({tuple(t) for t in oa}) > 1, "distinct seeds should not all give the same output"
+    with pytest.raises(ValueError, match="seeds for"):
+        hf.generate(model, tok, "Hello", spec, seed=seeds, num_samples=3, method="awrs", max_new_tokens=8)

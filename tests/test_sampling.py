@@ -481,3 +481,41 @@ def test_lazy_order_matches_full_sort(keys, first_block):
     got = list(lazy_order(work.copy(), first_block=first_block))
     assert [float(np.float32(keys[i])) for i in got] == ref
     assert len(set(got)) == len(got)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=3000),
+    st.floats(min_value=0.0, max_value=20.0),
+    st.integers(min_value=0, max_value=2**31),
+)
+def test_lazy_envelope_draw_matches_materialised_distribution(n, peak, seed):
+    """The lazy envelope sampler (no full ``exp``) against the plain inverse-CDF reference."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2, size=n).astype(np.float32)
+    logits[rng.integers(n)] += np.float32(peak)
+    logits[rng.random(n) < 0.1] = -np.inf
+    if not np.isfinite(logits).any():
+        logits[0] = 0.0
+    ref = Proposal(logits)
+    p = ref.weights.astype(np.float64) / ref.total
+    # envelope bounds every weight it covers (the rejection sampler's precondition)
+    head, hw, _, bound, _, thr = Proposal(logits).envelope()
+    tail = np.flatnonzero(logits < thr)
+    assert np.all(ref.weights[tail] <= bound[tail // Proposal.BLOCK])
+    assert np.array_equal(np.sort(head), np.flatnonzero(logits >= thr))
+    draws = 3000
+    lazy_rng = np.random.default_rng(seed + 1)
+    counts = np.zeros(n)
+    for _ in range(draws):
+        counts[Proposal(logits).draw(lazy_rng)] += 1
+    assert counts[p == 0].sum() == 0
+    # pool the small cells, then chi-square at a strict level (fixed seeds)
+    order = np.argsort(-p)
+    big = order[p[order] * draws >= 5]
+    exp = np.append(p[big] * draws, draws - p[big].sum() * draws)
+    obs = np.append(counts[big], draws - counts[big].sum())
+    keep = exp > 0
+    if keep.sum() > 1:
+        chi = float((((obs - exp) ** 2)[keep] / exp[keep]).sum())
+        assert float(chi2.sf(chi, keep.sum() - 1)) > 1e-4, (chi, keep.sum())

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -166,7 +166,7 @@ def generate(
     *,
     method: str = "awrs",
     max_new_tokens: int = 128,
-    seed: int | None = None,
+    seed: int | Sequence[int] | None = None,
     n_particles: int = 1,
     num_samples: int = 1,
     smc_groups: int = 1,
@@ -191,9 +191,23 @@ def generate(
     independent SMC runs of ``n_particles`` each in one batch (``result.chosen``).  The output is complete and valid even when cut by
     ``max_new_tokens``; :class:`~constrain.sampling.budget.BudgetTooSmall` is raised up front
     when no valid output fits.
+
+    ``seed`` may be a list of ints: one independent random stream per sample row
+    (``lcd``/``awrs``; ``num_samples`` defaults to its length) or per SMC run (``smc``;
+    ``smc_groups`` defaults to its length).  Each row's output then depends only on its own
+    seed, so ``generate(..., seed=[s1, ..., s20])`` is twenty seeded runs in one batch.
     """
-    if seed is not None:
-        torch.manual_seed(seed)
+    if seed is not None and not isinstance(seed, int | np.integer):
+        seed = [int(x) for x in seed]
+        if not seed:
+            raise ValueError("seed is an empty list; pass an int or at least one seed")
+        if method == "smc":
+            smc_groups = len(seed) if smc_groups == 1 else smc_groups
+        elif num_samples == 1:
+            num_samples = len(seed)
+        torch.manual_seed(seed[0])
+    elif seed is not None:
+        torch.manual_seed(int(seed))
     vocab = vocabulary_for(tokenizer, _model_vocab_size(model, tokenizer))
     compiled = _compiled(constraint, vocab)
     decoder = HFDecoder(model, _prompt_ids(tokenizer, prompt), len(vocab))

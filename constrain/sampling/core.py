@@ -23,12 +23,26 @@ class Proposal:
     """The model's next-token distribution ``p`` after temperature, top-k and top-p.
 
     ``weights`` holds unnormalised float32 masses (``exp(logit/T - max)``, 0 for filtered
-    tokens); ``p(t) = weights[t] / total``.  Draws use a lazily built float64 CDF.
+    tokens); ``p(t) = weights[t] / total``.
+
+    Without top-p the weights are built *lazily*: :meth:`draw` first tries an exact
+    rejection sampler that needs only the logits' block maxima (one cheap pass, no
+    ``exp`` over the vocabulary).  Its envelope gives each token whose logit is within
+    ``HEAD`` of the maximum its exact weight, and every other token of block ``b`` the
+    bound ``exp(min(max_b, max - HEAD) - max)``; a token proposed from a block's envelope is
+    accepted with probability ``weight / bound``.  Every accepted draw is exactly
+    distributed as ``p``; after ``LAZY_TRIES`` envelope rejections (a flat distribution) the
+    full weights are built and the inverse-CDF draw is used -- still exact, because failed
+    rejection rounds carry no information about the eventual value.  ``weights``, ``total``
+    and ``p`` build the full weights on first use (AWRS needs them only once a draw is
+    rejected by the constraint: the rejected mass needs the normaliser).
     """
 
-    __slots__ = ("weights", "total", "_blocks", "_padded", "logits")
+    __slots__ = ("_weights", "_total", "_blocks", "_padded", "logits", "_mx", "_env", "_top_p")
 
     BLOCK = 1024
+    HEAD = 8.0  # logits within HEAD of the maximum get their exact weight in the envelope
+    LAZY_TRIES = 8
 
     def __init__(
         self,
@@ -51,17 +65,48 @@ class Proposal:
             raise ValueError("the model's logits contain NaN")
         if mx == -math.inf:
             raise ValueError("every logit is -inf: the model gives no token any probability")
+        self._mx = np.float32(mx)
+        self._top_p = top_p if top_p is not None and 0 < top_p < 1 else None
+        self._weights = None
+        self._env = None
+        if self._top_p is not None:  # nucleus needs the full distribution anyway
+            self._materialize()
+
+    def _materialize(self) -> None:
+        x = self.logits
         n = len(x)
         padded = np.zeros(-(-n // self.BLOCK) * self.BLOCK, dtype=np.float32)
         w = padded[:n]
-        np.subtract(x, np.float32(mx), out=w)
+        np.subtract(x, self._mx, out=w)
         np.exp(w, out=w)
-        if top_p is not None and 0 < top_p < 1:
-            w[:] = _top_p(w, top_p)
-        self.weights = w
+        if self._top_p is not None:
+            w[:] = _top_p(w, self._top_p)
+        self._weights = w
         self._padded = padded
-        self._blocks = np.cumsum(padded.reshape(-1, self.BLOCK).sum(axis=1), dtype=np.float64)
-        self.total = float(self._blocks[-1])
+        self._set_blocks()
+
+    def _set_blocks(self) -> None:
+        # block sums as one float32 matrix-vector product (BLAS; no float64 temporary)
+        sums = self._padded.reshape(-1, self.BLOCK) @ np.ones(self.BLOCK, dtype=np.float32)
+        self._blocks = np.cumsum(sums, dtype=np.float64)
+        self._total = float(self._blocks[-1])
+
+    @property
+    def weights(self) -> np.ndarray:
+        if self._weights is None:
+            self._materialize()
+        return self._weights
+
+    @property
+    def total(self) -> float:
+        if self._weights is None:
+            self._materialize()
+        return self._total
+
+    @property
+    def materialized(self) -> bool:
+        """Whether the full float32 weights have been built (statistics and tests)."""
+        return self._weights is not None
 
     @classmethod
     def from_weights(cls, weights: np.ndarray, logits: np.ndarray) -> Proposal:
@@ -70,10 +115,12 @@ class Proposal:
         n = len(weights)
         self._padded = np.zeros(-(-n // cls.BLOCK) * cls.BLOCK, dtype=np.float32)
         self._padded[:n] = weights
-        self.weights = self._padded[:n]
-        self._blocks = np.cumsum(self._padded.reshape(-1, cls.BLOCK).sum(axis=1), dtype=np.float64)
-        self.total = float(self._blocks[-1])
+        self._weights = self._padded[:n]
+        self._set_blocks()
         self.logits = logits
+        self._env = None
+        self._top_p = None
+        self._mx = np.float32(0)
         return self
 
     def p(self, t: int) -> float:
@@ -83,11 +130,65 @@ class Proposal:
         idx = np.fromiter(tokens, dtype=np.int64) if not isinstance(tokens, np.ndarray) else tokens
         return float(self.weights[idx].sum(dtype=np.float64)) / self.total if len(idx) else 0.0
 
-    def draw(self, rng: np.random.Generator) -> int:
-        """One exact draw from ``p``: pick a block of 1024 by its mass, then a token inside it.
+    def envelope(self) -> tuple:
+        """The lazy sampler's envelope: (head tokens, head weights, head cdf, block bounds,
+        block envelope cdf, threshold).  Built once per proposal from the block maxima."""
+        if self._env is None:
+            x, B = self.logits, self.BLOCK
+            n = len(x)
+            nfull = n // B
+            bm = np.empty(-(-n // B), dtype=np.float32)
+            if nfull:
+                bm[:nfull] = x[: nfull * B].reshape(nfull, B).max(axis=1)
+            if n % B:
+                bm[nfull] = x[nfull * B :].max()
+            thr = np.float32(self._mx - np.float32(self.HEAD))
+            hb = np.flatnonzero(bm >= thr)
+            head = np.concatenate([b * B + np.flatnonzero(x[b * B : (b + 1) * B] >= thr) for b in hb])
+            hw = np.exp(x[head] - self._mx)
+            hc = np.cumsum(hw, dtype=np.float64)
+            bound = np.exp(np.minimum(bm, thr) - self._mx)  # 0 for all--inf blocks
+            sizes = np.full(len(bm), B, dtype=np.float64)
+            if n % B:
+                sizes[-1] = n % B
+            ec = np.cumsum(bound * sizes, dtype=np.float64)
+            self._env = (head, hw, hc, bound, ec, thr)
+        return self._env
 
-        Two small float64 cumulative sums instead of one over the whole vocabulary.
+    def _lazy_draw(self, rng: np.random.Generator) -> int | None:
+        head, hw, hc, bound, ec, thr = self.envelope()
+        sh, se = float(hc[-1]), float(ec[-1])
+        x, B, mx = self.logits, self.BLOCK, self._mx
+        for _ in range(self.LAZY_TRIES):
+            u = rng.random() * (sh + se)
+            if u < sh:
+                j = min(int(np.searchsorted(hc, u, side="right")), len(hc) - 1)
+                while hw[j] == 0:  # float edge: step back to a token with mass
+                    j -= 1
+                return int(head[j])
+            b = min(int(np.searchsorted(ec, u - sh, side="right")), len(ec) - 1)
+            if bound[b] == 0:
+                continue
+            t = b * B + int(rng.integers(min(B, len(x) - b * B)))
+            xt = x[t]
+            if xt >= thr:  # a head token: its mass is all in the head part
+                continue
+            if rng.random() * float(bound[b]) < float(np.exp(np.float32(xt - mx))):
+                return t
+        return None
+
+    def draw(self, rng: np.random.Generator) -> int:
+        """One exact draw from ``p``.
+
+        Lazy proposals try the envelope rejection sampler first (see the class docstring);
+        otherwise pick a block of 1024 by its mass, then a token inside it: two small
+        float64 cumulative sums instead of one over the whole vocabulary.
         """
+        if self._weights is None:
+            t = self._lazy_draw(rng)
+            if t is not None:
+                return t
+            self._materialize()
         blocks = self._blocks
         while True:
             b = min(int(np.searchsorted(blocks, rng.random() * blocks[-1], side="right")), len(blocks) - 1)

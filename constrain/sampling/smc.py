@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -119,7 +119,7 @@ def run(
     method: str = "awrs",
     n: int = 1,
     max_new_tokens: int = 128,
-    seed: int | None = None,
+    seed: int | Sequence[int] | None = None,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -144,6 +144,9 @@ def run(
     ``groups`` (SMC) splits the ``n`` rows into that many *independent* SMC runs of
     ``n // groups`` particles sharing one batched model call (resampling stays inside a
     group); ``result.chosen`` holds one posterior draw per group.
+    ``seed`` may be a list: one independent random stream per row (``lcd``/``awrs``, length
+    ``n``) or per SMC group (length ``groups``), so a row's output depends only on its own
+    seed (and the model), not on its position in the batch or on the other seeds.
     """
     if method not in METHODS:
         raise ConstrainError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -158,7 +161,20 @@ def run(
     if groups < 1 or n % groups:
         raise ValueError(f"n={n} particles cannot be split into {groups} equal groups")
     size = n // groups
-    rng = np.random.default_rng(seed)
+    if seed is not None and not isinstance(seed, int | np.integer):
+        seeds = [int(x) for x in seed]
+        want = groups if method == "smc" else n
+        if len(seeds) != want:
+            unit = "SMC groups" if method == "smc" else "rows"
+            raise ValueError(f"got {len(seeds)} seeds for {want} {unit}; pass one seed per {unit[:-1]}")
+        streams = [np.random.default_rng(x) for x in seeds]
+        rng = streams[0]
+        group_rng = streams if method == "smc" else [rng]
+        row_rng = [streams[i // size] for i in range(n)] if method == "smc" else streams
+    else:
+        rng = np.random.default_rng(seed)
+        group_rng = [rng] * groups
+        row_rng = [rng] * n
     stats = SamplingStats()
     vocab = compiled.vocab
     eos = set(vocab.eos_token_ids)
@@ -196,11 +212,11 @@ def run(
             prop = Proposal(logits[i], 1.0 if greedy else temperature, top_k, top_p)
             chk = Checker(matchers[i], remaining, stats, cache)
             if step_method == "lcd":
-                d = lcd_sample(prop, chk, rng, greedy=greedy, mask=masks[j])
+                d = lcd_sample(prop, chk, row_rng[i], greedy=greedy, mask=masks[j])
             elif greedy:
                 d = greedy_sample(prop, chk, max_rejects=max_rejects)
             else:
-                d = awrs_sample(prop, chk, rng, max_rejects=int(row_rejects[i]))
+                d = awrs_sample(prop, chk, row_rng[i], max_rejects=int(row_rejects[i]))
                 row_rejects[i] = min(4, max_rejects) if d.used_mask else max_rejects
             if step_method == "awrs":
                 stats.masks_avoided += 0 if d.used_mask else 1
@@ -239,7 +255,7 @@ def run(
                 lw = logw[sl]
                 if ess(lw) < ess_threshold * size:
                     w = np.exp(lw - lw[np.isfinite(lw)].max())
-                    sub = (systematic_resample if resampling == "systematic" else multinomial_resample)(w, rng)
+                    sub = (systematic_resample if resampling == "systematic" else multinomial_resample)(w, group_rng[g])
                     idx[sl] = g * size + sub
                     logw[sl] = _logmeanexp(lw)
                     stats.resamples += 1
@@ -280,7 +296,7 @@ def run(
         if method == "smc" and a.any():
             w = np.exp(logw[sl] - logw[sl][a].max())
             w[~a] = 0
-            chosen_idx.append(int(sl[rng.choice(len(sl), p=w / w.sum())]))
+            chosen_idx.append(int(sl[group_rng[g].choice(len(sl), p=w / w.sum())]))
         else:
             chosen_idx.append(int(sl[np.flatnonzero(a)[0]]) if a.any() else int(sl[0]))
     index = chosen_idx[0]
