@@ -1543,7 +1543,7 @@ def json_schema(
     strict: bool = False,
     whitespace: str = "flexible",
     max_whitespace: int = 24,
-    property_order: str = "schema",
+    property_order: str = "any",
     max_depth: int = 32,
     draft: str | int | None = None,
     assert_format: bool = True,
