@@ -42,6 +42,18 @@ def require_budget(matcher: Matcher, max_new_tokens: int) -> None:
         raise BudgetTooSmall(d, max_new_tokens)
 
 
+_MAX_DIST: dict[int, tuple[object, int]] = {}
+
+
+def _max_distance(dfa) -> int:
+    """Largest shortest-completion distance of any DFA state (cached per DFA object)."""
+    got = _MAX_DIST.get(id(dfa))
+    if got is None or got[0] is not dfa:
+        got = (dfa, int(np.asarray(dfa.distances).max(initial=0)))
+        _MAX_DIST[id(dfa)] = got
+    return got[1]
+
+
 def _dfa_parts(matcher: Matcher):
     """(dfa, state) for the DFA matcher's cheap path, else None."""
     dfa = getattr(getattr(matcher, "compiled", None), "dfa", None)
@@ -82,6 +94,9 @@ def fits(matcher: Matcher, token_id: int, remaining: int | None) -> bool:
         return True
     if token_id in matcher.vocab.eos_token_ids:
         return True  # EOS ends the text; it is allowed only when the text is complete
+    parts = _dfa_parts(matcher)
+    if parts is not None and remaining - 1 >= _max_distance(parts[0]):
+        return True  # no DFA state is farther than the budget from acceptance
     return completion_after(matcher, token_id) <= remaining - 1
 
 

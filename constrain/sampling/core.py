@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from constrain.sampling.budget import _dfa_parts, budget_mask, fits
+from constrain.sampling.kernels import lazy_draw
 
 if TYPE_CHECKING:
     from constrain.engine.matcher import Matcher
@@ -25,24 +26,26 @@ class Proposal:
     ``weights`` holds unnormalised float32 masses (``exp(logit/T - max)``, 0 for filtered
     tokens); ``p(t) = weights[t] / total``.
 
-    Without top-p the weights are built *lazily*: :meth:`draw` first tries an exact
+    Without top-p (and unless ``lazy=False``) the weights are built *lazily*: :meth:`draw` first tries an exact
     rejection sampler that needs only the logits' block maxima (one cheap pass, no
     ``exp`` over the vocabulary).  Its envelope gives each token whose logit is within
     ``HEAD`` of the maximum its exact weight, and every other token of block ``b`` the
     bound ``exp(min(max_b, max - HEAD) - max)``; a token proposed from a block's envelope is
     accepted with probability ``weight / bound``.  Every accepted draw is exactly
-    distributed as ``p``; after ``LAZY_TRIES`` envelope rejections (a flat distribution) the
+    distributed as ``p`` (weights in float64 ``exp`` there, float32 once materialised: the
+    same distribution up to float32 rounding); after ``LAZY_TRIES`` envelope rejections (a flat distribution) the
     full weights are built and the inverse-CDF draw is used -- still exact, because failed
     rejection rounds carry no information about the eventual value.  ``weights``, ``total``
     and ``p`` build the full weights on first use (AWRS needs them only once a draw is
     rejected by the constraint: the rejected mass needs the normaliser).
     """
 
-    __slots__ = ("_weights", "_total", "_blocks", "_padded", "logits", "_mx", "_env", "_top_p")
+    __slots__ = ("_weights", "_total", "_blocks", "_padded", "logits", "_mx", "_env", "_top_p", "_bm")
 
     BLOCK = 1024
     HEAD = 8.0  # logits within HEAD of the maximum get their exact weight in the envelope
     LAZY_TRIES = 8
+    EBLOCK = 1024  # envelope block (a row max over 1024 floats is the fast numpy shape)
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class Proposal:
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
+        lazy: bool = True,
     ) -> None:
         x = np.asarray(logits, dtype=np.float32).reshape(-1)
         if temperature <= 0:
@@ -60,7 +64,22 @@ class Proposal:
             kth = np.partition(x, len(x) - top_k)[len(x) - top_k]
             x = np.where(x >= kth, x, np.float32(-np.inf))
         self.logits = x
-        mx = float(x.max())
+        # per-block maxima: the lazy sampler's envelope and the global maximum in one pass
+        # (masking materialises the weights at once and needs only the global maximum)
+        lazy = lazy and not (top_p is not None and 0 < top_p < 1)
+        if lazy:
+            B = self.EBLOCK
+            nfull = len(x) // B
+            bm = np.empty(-(-len(x) // B), dtype=np.float32)
+            if nfull:
+                np.max(x[: nfull * B].reshape(nfull, B), axis=1, out=bm[:nfull])
+            if len(x) % B:
+                bm[nfull] = x[nfull * B :].max()
+            self._bm = bm
+            mx = float(bm.max())
+        else:
+            self._bm = None
+            mx = float(x.max())
         if math.isnan(mx):
             raise ValueError("the model's logits contain NaN")
         if mx == -math.inf:
@@ -69,7 +88,7 @@ class Proposal:
         self._top_p = top_p if top_p is not None and 0 < top_p < 1 else None
         self._weights = None
         self._env = None
-        if self._top_p is not None:  # nucleus needs the full distribution anyway
+        if not lazy:  # nucleus (and masking) need the full distribution anyway
             self._materialize()
 
     def _materialize(self) -> None:
@@ -121,6 +140,23 @@ class Proposal:
         self._env = None
         self._top_p = None
         self._mx = np.float32(0)
+        self._bm = None
+        return self
+
+    @classmethod
+    def masked(cls, prop: Proposal, mask: np.ndarray) -> Proposal:
+        """``prop`` restricted to ``mask``, written straight into the padded buffer (one pass)."""
+        self = cls.__new__(cls)
+        n = len(prop.logits)
+        self._padded = np.zeros(-(-n // cls.BLOCK) * cls.BLOCK, dtype=np.float32)
+        np.multiply(prop.weights, mask, out=self._padded[:n])
+        self._weights = self._padded[:n]
+        self._set_blocks()
+        self.logits = prop.logits
+        self._env = None
+        self._top_p = None
+        self._mx = prop._mx
+        self._bm = None
         return self
 
     def p(self, t: int) -> float:
@@ -131,51 +167,31 @@ class Proposal:
         return float(self.weights[idx].sum(dtype=np.float64)) / self.total if len(idx) else 0.0
 
     def envelope(self) -> tuple:
-        """The lazy sampler's envelope: (head tokens, head weights, head cdf, block bounds,
-        block envelope cdf, threshold).  Built once per proposal from the block maxima."""
+        """The lazy sampler's envelope in numpy (for tests and inspection): (head tokens, head
+        weights, head cdf, per-block bounds, block envelope cdf, threshold)."""
         if self._env is None:
-            x, B = self.logits, self.BLOCK
+            x, B = self.logits, self.EBLOCK
             n = len(x)
-            nfull = n // B
-            bm = np.empty(-(-n // B), dtype=np.float32)
-            if nfull:
-                bm[:nfull] = x[: nfull * B].reshape(nfull, B).max(axis=1)
-            if n % B:
-                bm[nfull] = x[nfull * B :].max()
-            thr = np.float32(self._mx - np.float32(self.HEAD))
-            hb = np.flatnonzero(bm >= thr)
-            head = np.concatenate([b * B + np.flatnonzero(x[b * B : (b + 1) * B] >= thr) for b in hb])
-            hw = np.exp(x[head] - self._mx)
-            hc = np.cumsum(hw, dtype=np.float64)
-            bound = np.exp(np.minimum(bm, thr) - self._mx)  # 0 for all--inf blocks
+            bm = self._bm
+            thr = float(self._mx) - self.HEAD
+            head = np.flatnonzero(x >= thr)
+            hw = np.exp(x[head].astype(np.float64) - float(self._mx))
+            hc = np.cumsum(hw)
+            with np.errstate(invalid="ignore"):
+                bound = np.exp(np.minimum(bm.astype(np.float64), thr) - float(self._mx))
             sizes = np.full(len(bm), B, dtype=np.float64)
             if n % B:
                 sizes[-1] = n % B
-            ec = np.cumsum(bound * sizes, dtype=np.float64)
+            ec = np.cumsum(bound * sizes)
             self._env = (head, hw, hc, bound, ec, thr)
         return self._env
 
     def _lazy_draw(self, rng: np.random.Generator) -> int | None:
-        head, hw, hc, bound, ec, thr = self.envelope()
-        sh, se = float(hc[-1]), float(ec[-1])
-        x, B, mx = self.logits, self.BLOCK, self._mx
-        for _ in range(self.LAZY_TRIES):
-            u = rng.random() * (sh + se)
-            if u < sh:
-                j = min(int(np.searchsorted(hc, u, side="right")), len(hc) - 1)
-                while hw[j] == 0:  # float edge: step back to a token with mass
-                    j -= 1
-                return int(head[j])
-            b = min(int(np.searchsorted(ec, u - sh, side="right")), len(ec) - 1)
-            if bound[b] == 0:
-                continue
-            t = b * B + int(rng.integers(min(B, len(x) - b * B)))
-            xt = x[t]
-            if xt >= thr:  # a head token: its mass is all in the head part
-                continue
-            if rng.random() * float(bound[b]) < float(np.exp(np.float32(xt - mx))):
-                return t
-        return None
+        """Up to ``LAZY_TRIES`` envelope rounds in one numba call; None if all were rejected."""
+        us = rng.random((self.LAZY_TRIES, 3))
+        mx = float(self._mx)
+        t = lazy_draw(self.logits, self._bm, mx, mx - self.HEAD, self.EBLOCK, us)
+        return None if t < 0 else int(t)
 
     def draw(self, rng: np.random.Generator) -> int:
         """One exact draw from ``p``.
@@ -184,7 +200,7 @@ class Proposal:
         otherwise pick a block of 1024 by its mass, then a token inside it: two small
         float64 cumulative sums instead of one over the whole vocabulary.
         """
-        if self._weights is None:
+        if self._weights is None and self._bm is not None:
             t = self._lazy_draw(rng)
             if t is not None:
                 return t

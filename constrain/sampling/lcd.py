@@ -34,8 +34,8 @@ def lcd_sample(
         mask = chk.mask()
     elif chk.remaining is not None and _dfa_parts(chk.matcher) is not None:
         mask = budget_mask(chk.matcher, mask, chk.remaining)
-    w = np.where(mask, prop.weights, np.float32(0))
-    masked = Proposal.from_weights(w, prop.logits)
+    masked = Proposal.masked(prop, mask)
+    w = masked.weights
     s = masked.total
     if s <= 0:
         return Draw(None, -math.inf, 0, True)
@@ -67,4 +67,4 @@ def batch_masks(matchers, vocab_size: int) -> np.ndarray:
     for i, m in enumerate(matchers):
         m.fill_mask(bm[i])
     bits = np.unpackbits(bm.view(np.uint8), axis=1, bitorder="little")
-    return bits[:, :vocab_size].astype(bool)
+    return bits[:, :vocab_size].view(bool)  # 0/1 bytes are valid bools: no copy

@@ -209,7 +209,7 @@ def run(
             masks = batch_masks([matchers[i] for i in active], len(vocab))
             stats.masks += len(active)
         for j, i in enumerate(active):
-            prop = Proposal(logits[i], 1.0 if greedy else temperature, top_k, top_p)
+            prop = Proposal(logits[i], 1.0 if greedy else temperature, top_k, top_p, lazy=step_method != "lcd")
             chk = Checker(matchers[i], remaining, stats, cache)
             if step_method == "lcd":
                 d = lcd_sample(prop, chk, row_rng[i], greedy=greedy, mask=masks[j])
