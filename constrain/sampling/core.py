@@ -94,7 +94,7 @@ class Proposal:
     def _materialize(self) -> None:
         x = self.logits
         n = len(x)
-        padded = np.zeros(-(-n // self.BLOCK) * self.BLOCK, dtype=np.float32)
+        padded = _padded_buffer(n, self.BLOCK)
         w = padded[:n]
         np.subtract(x, self._mx, out=w)
         np.exp(w, out=w)
@@ -132,7 +132,7 @@ class Proposal:
         """A proposal over given unnormalised float32 ``weights`` (e.g. masked ones)."""
         self = cls.__new__(cls)
         n = len(weights)
-        self._padded = np.zeros(-(-n // cls.BLOCK) * cls.BLOCK, dtype=np.float32)
+        self._padded = _padded_buffer(n, cls.BLOCK)
         self._padded[:n] = weights
         self._weights = self._padded[:n]
         self._set_blocks()
@@ -148,7 +148,7 @@ class Proposal:
         """``prop`` restricted to ``mask``, written straight into the padded buffer (one pass)."""
         self = cls.__new__(cls)
         n = len(prop.logits)
-        self._padded = np.zeros(-(-n // cls.BLOCK) * cls.BLOCK, dtype=np.float32)
+        self._padded = _padded_buffer(n, cls.BLOCK)
         np.multiply(prop.weights, mask, out=self._padded[:n])
         self._weights = self._padded[:n]
         self._set_blocks()
@@ -220,6 +220,13 @@ class Proposal:
         """Normalised float32 log-probabilities (``-inf`` for filtered tokens)."""
         with np.errstate(divide="ignore"):
             return np.log(self.weights) - np.float32(np.log(self.total))
+
+
+def _padded_buffer(n: int, block: int) -> np.ndarray:
+    """float32 buffer of whole blocks; only the padding is zeroed (the caller writes [:n])."""
+    buf = np.empty(-(-n // block) * block, dtype=np.float32)
+    buf[n:] = 0
+    return buf
 
 
 def _top_p(w: np.ndarray, top_p: float) -> np.ndarray:
