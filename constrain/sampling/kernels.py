@@ -1,5 +1,6 @@
-"""Numba kernel for the lazy exact draw of :class:`constrain.sampling.core.Proposal`, and its
-pure-Python reference (:func:`lazy_draw_reference`; a hypothesis test compares them).
+"""Numba kernel for the lazy exact draws of :class:`constrain.sampling.core.Proposal`, and its
+pure-Python reference (:func:`lazy_draws_reference`, built on the one-draw
+:func:`lazy_draw_reference`; a hypothesis test compares them).
 
 The draw is rejection sampling under an envelope built from per-block logit maxima ``bm``:
 tokens with ``x >= thr`` (``thr = max - HEAD``) carry their exact weight ``exp(x - max)``;
@@ -20,7 +21,8 @@ from numba import njit
 
 
 def lazy_draw_reference(x, bm, mx: float, thr: float, block: int, us) -> int:
-    """Obviously-correct pure-Python version of :func:`lazy_draw` (same arithmetic)."""
+    """One draw, obviously-correct pure Python: ``us`` is ``(tries, 3)``; ``-1`` if every round
+    was rejected.  :func:`lazy_draws` must return exactly these values (same arithmetic)."""
     n = len(x)
     head = [i for i in range(n) if x[i] >= thr]
     hw = [math.exp(float(x[i]) - mx) for i in head]
@@ -57,53 +59,98 @@ def lazy_draw_reference(x, bm, mx: float, thr: float, block: int, us) -> int:
     return -1
 
 
+def lazy_draws_reference(x, bm, mx: float, thr: float, block: int, us, max_head_blocks: int) -> list[int]:
+    """Pure-Python reference of :func:`lazy_draws`: independent :func:`lazy_draw_reference`
+    draws, one per ``us[j]``, stopping at the first draw whose rounds were all rejected; no
+    draw at all when more than ``max_head_blocks`` blocks hold head tokens."""
+    if sum(1 for b in bm if b >= thr) > max_head_blocks:
+        return []
+    out = []
+    for j in range(len(us)):
+        t = lazy_draw_reference(x, bm, mx, thr, block, us[j])
+        if t < 0:
+            break
+        out.append(t)
+    return out
+
+
 @njit(cache=True)
-def lazy_draw(x, bm, mx, thr, block, us):  # pragma: no cover - compiled
-    """Numba version of :func:`lazy_draw_reference`: O(head blocks x block + blocks) per call."""
+def lazy_draws(x, bm, mx, thr, block, us, out, max_head_blocks):  # pragma: no cover - compiled
+    """Several independent draws (each :func:`lazy_draw_reference`) with the envelope built once.
+
+    ``us`` is ``(k, tries, 3)``; ``out[j]`` gets draw ``j``.  Returns how many draws were
+    made: fewer than ``k`` when draw ``j`` had every round rejected (``out[j:]`` unset), and 0
+    without drawing when more than ``max_head_blocks`` blocks hold head tokens (a flat
+    distribution: the head would need an ``exp`` per token, the caller's vectorised full
+    softmax is cheaper).  The head tokens, their weights and the envelope's cumulative
+    masses are computed once per call instead of once per draw (AWRS wants two draws per
+    step: one per trace), with the same arithmetic, so each draw equals
+    :func:`lazy_draw_reference` on its ``us[j]``.
+    """
     n = x.shape[0]
     nb = bm.shape[0]
+    nhb = 0
+    for b in range(nb):
+        if bm[b] >= thr:
+            nhb += 1
+    if nhb > max_head_blocks:
+        return 0
+    hidx = np.empty(nhb * block, dtype=np.int64)
+    hw = np.empty(nhb * block, dtype=np.float64)
     sh = 0.0
+    h = 0
     for b in range(nb):
         if bm[b] >= thr:
             for i in range(b * block, min(n, (b + 1) * block)):
                 if x[i] >= thr:
-                    sh += math.exp(np.float64(x[i]) - mx)
+                    w = math.exp(np.float64(x[i]) - mx)
+                    hidx[h] = i
+                    hw[h] = w
+                    sh += w
+                    h += 1
+    nh = h
+    bounds = np.empty(nb, dtype=np.float64)
+    ecum = np.empty(nb, dtype=np.float64)
     se = 0.0
     for b in range(nb):
-        if bm[b] != -np.inf:
-            se += math.exp(min(np.float64(bm[b]), thr) - mx) * min(block, n - b * block)
-    for k in range(us.shape[0]):
-        u = us[k, 0] * (sh + se)
-        if u < sh:
-            acc = 0.0
-            last = -1
-            for b in range(nb):
-                if bm[b] >= thr:
-                    for i in range(b * block, min(n, (b + 1) * block)):
-                        if x[i] >= thr:
-                            w = math.exp(np.float64(x[i]) - mx)
-                            if w > 0:
-                                last = i
-                            acc += w
-                            if acc > u and w > 0:
-                                return i
-            return last
-        u -= sh
-        acc = 0.0
-        b = nb - 1
-        bound = 0.0
-        for j in range(nb):
-            bd = 0.0 if bm[j] == -np.inf else math.exp(min(np.float64(bm[j]), thr) - mx)
-            acc += bd * min(block, n - j * block)
-            if acc > u:
-                b = j
+        bd = 0.0 if bm[b] == -np.inf else math.exp(min(np.float64(bm[b]), thr) - mx)
+        bounds[b] = bd
+        se += bd * min(block, n - b * block)
+        ecum[b] = se
+    for j in range(us.shape[0]):
+        got = -1
+        for k in range(us.shape[1]):
+            u = us[j, k, 0] * (sh + se)
+            if u < sh:
+                acc = 0.0
+                last = -1
+                for h in range(nh):
+                    w = hw[h]
+                    if w > 0:
+                        last = hidx[h]
+                    acc += w
+                    if acc > u and w > 0:
+                        got = hidx[h]
+                        break
+                if got < 0:
+                    got = last
                 break
-        bound = 0.0 if bm[b] == -np.inf else math.exp(min(np.float64(bm[b]), thr) - mx)
-        if bound == 0.0:
-            continue
-        size = min(block, n - b * block)
-        t = b * block + min(int(us[k, 1] * size), size - 1)
-        xt = np.float64(x[t])
-        if xt < thr and us[k, 2] * bound < math.exp(xt - mx):
-            return t
-    return -1
+            u -= sh
+            b = nb - 1
+            for c in range(nb):
+                if ecum[c] > u:
+                    b = c
+                    break
+            bound = bounds[b]
+            if bound == 0.0:
+                continue
+            size = min(block, n - b * block)
+            t = b * block + min(int(us[j, k, 1] * size), size - 1)
+            xt = np.float64(x[t])
+            if xt < thr and us[j, k, 2] * bound < math.exp(xt - mx):
+                got = t
+                break
+        if got < 0:
+            return j
+        out[j] = got
+    return us.shape[0]
