@@ -37,6 +37,10 @@ class CompiledDFA(CompiledConstraint):
         self.words = bitmask_words(len(vocab))
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_i32: dict[int, np.ndarray] = {}
+        # masks with few non-zero words (a date's "-" state has one) are written as zero-fill
+        # + scatter: that touches only the caller's buffer, not 16 KB of cold cached mask
+        self._sparse: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._sparse_max = max(1, self.words // 16)
         self._cache_states = cache_states
         self._eos = set(vocab.eos_token_ids)
         self.stats = {"mask_walks": 0, "nodes_visited": 0}
@@ -72,9 +76,13 @@ class CompiledDFA(CompiledConstraint):
             m |= self.vocab.eos_mask_words
         self._cache[state] = m
         self._cache_i32[state] = m.view(np.int32)  # same memory, the dtype callers' bitmasks use
+        nz = np.flatnonzero(m)
+        if len(nz) <= self._sparse_max:
+            self._sparse[state] = (nz, m.view(np.int32)[nz])
         if len(self._cache) > self._cache_states:
             old, _ = self._cache.popitem(last=False)
             del self._cache_i32[old]
+            self._sparse.pop(old, None)
         return m
 
     def precompute(self) -> None:
@@ -104,6 +112,11 @@ class DFAMatcher(HistoryMatcher):
             bitmask[:] = 0
             return
         c = self.compiled
+        sp = c._sparse.get(self.pos)
+        if sp is not None and len(c._cache) < c._cache_states:
+            bitmask.fill(0)
+            bitmask[sp[0]] = sp[1]
+            return
         words = c._cache_i32.get(self.pos)
         if words is None or len(c._cache) >= c._cache_states:  # miss, or LRU order matters
             words = c.state_mask(self.pos).view(np.int32)
