@@ -192,7 +192,9 @@ def run(
     # adaptive: a row whose last step needed the mask tries only a few draws before the next
     # mask (where the model fights the constraint); the choice depends only on past steps,
     # so every draw stays exact
-    row_rejects = np.full(n, max_rejects, dtype=np.int64)
+    row_rejects = [max_rejects] * n
+    lazy = step_method != "lcd"
+    temp = 1.0 if greedy else temperature
 
     t0 = time.perf_counter()
     logits = decoder.start(n)
@@ -202,21 +204,24 @@ def run(
         te = time.perf_counter()
         remaining = max_new_tokens - step if budget else None
         cache: dict = {}
-        nxt = np.full(n, pad, dtype=np.int64)
-        active = np.flatnonzero(alive & ~done)
+        # per-step bookkeeping in plain Python where it is per row (no small-array numpy
+        # calls: at one row they cost more than the sampler's own work)
+        nxt = [pad] * n
+        active = np.flatnonzero(alive & ~done).tolist()
+        running = len(active)  # rows still alive and unfinished after this step
         masks = None
-        if step_method == "lcd" and len(active):
+        if step_method == "lcd" and active:
             masks = batch_masks([matchers[i] for i in active], len(vocab))
             stats.masks += len(active)
         for j, i in enumerate(active):
-            prop = Proposal(logits[i], 1.0 if greedy else temperature, top_k, top_p, lazy=step_method != "lcd")
+            prop = Proposal(logits[i], temp, top_k, top_p, lazy=lazy)
             chk = Checker(matchers[i], remaining, stats, cache)
             if step_method == "lcd":
                 d = lcd_sample(prop, chk, row_rng[i], greedy=greedy, mask=masks[j])
             elif greedy:
                 d = greedy_sample(prop, chk, max_rejects=max_rejects)
             else:
-                d = awrs_sample(prop, chk, row_rng[i], max_rejects=int(row_rejects[i]))
+                d = awrs_sample(prop, chk, row_rng[i], max_rejects=row_rejects[i])
                 row_rejects[i] = min(4, max_rejects) if d.used_mask else max_rejects
             if step_method == "awrs":
                 stats.masks_avoided += 0 if d.used_mask else 1
@@ -227,6 +232,7 @@ def run(
                 alive[i] = False
                 logw[i] = -math.inf
                 stats.dead_particles += 1
+                running -= 1
                 continue
             logw[i] += d.log_z
             matchers[i].advance(d.token)
@@ -236,7 +242,8 @@ def run(
             if d.token in eos:
                 done[i] = True
                 ended_eos[i] = True
-        last = step == max_new_tokens - 1 or not (alive & ~done).any()
+                running -= 1
+        last = step == max_new_tokens - 1 or running == 0
         if method == "smc" and potential is not None and ((step + 1) % potential_every == 0 or last):
             for i in np.flatnonzero(alive):
                 val = float(potential(vocab.decode_bytes(toks[i])))
@@ -248,32 +255,36 @@ def run(
             for g in range(groups):
                 if not alive[g * size : (g + 1) * size].any():
                     raise ConstrainError(f"every SMC particle of group {g} hit a dead end by step {step + 1}")
-        idx = np.arange(n)
+        idx = None
         if method == "smc" and not last:
             for g in range(groups):
                 sl = slice(g * size, (g + 1) * size)
                 lw = logw[sl]
                 if ess(lw) < ess_threshold * size:
+                    if idx is None:
+                        idx = np.arange(n)
                     w = np.exp(lw - lw[np.isfinite(lw)].max())
                     sub = (systematic_resample if resampling == "systematic" else multinomial_resample)(w, group_rng[g])
                     idx[sl] = g * size + sub
                     logw[sl] = _logmeanexp(lw)
                     stats.resamples += 1
-        if (idx != np.arange(n)).any():
+        reorder = idx is not None and bool((idx != np.arange(n)).any())
+        if reorder:
             matchers = [matchers[k].copy() for k in idx]
             toks = [list(toks[k]) for k in idx]
-            done, alive, ended_eos, phi_last, nxt = done[idx], alive[idx], ended_eos[idx], phi_last[idx], nxt[idx]
-            row_rejects = row_rejects[idx]
-            stats.engine_time += time.perf_counter() - te
+            done, alive, ended_eos, phi_last = done[idx], alive[idx], ended_eos[idx], phi_last[idx]
+            nxt = [nxt[k] for k in idx]
+            row_rejects = [row_rejects[k] for k in idx]
+        step_tokens = np.array(nxt, dtype=np.int64)
+        stats.engine_time += time.perf_counter() - te
+        if reorder:
             tm = time.perf_counter()
             decoder.reorder(idx)
             stats.model_time += time.perf_counter() - tm
-        else:
-            stats.engine_time += time.perf_counter() - te
         if last:
             break
         tm = time.perf_counter()
-        logits = decoder.step(nxt)
+        logits = decoder.step(step_tokens)
         stats.model_time += time.perf_counter() - tm
 
     # rows cut by the budget must be complete: the budget rule guarantees it for exact
