@@ -116,8 +116,13 @@ class _Trace:
             return float(self.prop.weights[~self.rej_arr].sum(dtype=np.float64)) / self.prop.total
         return max(0.0, 1.0 - self.psi)
 
-    def walk(self) -> tuple[int | None, int]:
-        """Returns (accepted token or None, new rejections in this walk)."""
+    def walk(self, first: int | None = None) -> tuple[int | None, int]:
+        """Returns (accepted token or None, new rejections in this walk).
+
+        ``first``: the walk's first inverse-CDF draw, already made and found invalid by the
+        caller (:func:`awrs_sample`'s fast path); only valid where the walk would have drawn
+        it, i.e. with ``psi <= 0.5``, no mask mode and ``max_rejects >= 1``.
+        """
         if self.rej_arr is not None:
             return self._mask_mode(gumbel_keys(self.prop, self.rng))
         prop, chk = self.prop, self.chk
@@ -128,7 +133,10 @@ class _Trace:
                 return self._after_lazy(n, gumbel_keys(self.prop, self.rng))
             if self.psi > 0.5 or redraws > 32:
                 break
-            t = prop.draw(self.rng)
+            if first is not None:
+                t, first = first, None
+            else:
+                t = prop.draw(self.rng)
             if t in self.rej:
                 redraws += 1
                 continue
@@ -196,8 +204,25 @@ def awrs_sample(
     ``estimate=False`` skips trace 1 (plain adaptive rejection sampling; ``log_z`` is then
     NaN), for callers that only need the token.
     """
-    t0 = _Trace(prop, chk, rng, max_rejects)
-    x0, n0 = t0.walk()
+    if max_rejects >= 1:
+        # fast path, the agreeing model's usual step: each trace's first draw is valid.  This
+        # is exactly the first iteration of ``_Trace.walk`` (nothing rejected yet: psi = 0,
+        # no redraw, no mask), so Z_hat = (1 - 0) / (0 + 0 + 1) = 1 and log_z = 0.
+        x0 = prop.draw(rng)
+        if chk(x0):
+            if not estimate:
+                return Draw(x0, math.nan, 0, False)
+            x1 = prop.draw(rng)
+            if chk(x1):
+                return Draw(x0, 0.0, 0, False)
+            t0 = _Trace(prop, chk, rng, max_rejects)  # trace 0 rejected nothing
+            _, n1 = t0.walk(first=x1)
+            return Draw(x0, -math.log(n1 + 1), n1, t0.rej_arr is not None)
+        t0 = _Trace(prop, chk, rng, max_rejects)
+        x0, n0 = t0.walk(first=x0)
+    else:
+        t0 = _Trace(prop, chk, rng, max_rejects)
+        x0, n0 = t0.walk()
     if x0 is None:
         return Draw(None, -math.inf, n0, t0.rej_arr is not None)
     if not estimate:

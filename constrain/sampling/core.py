@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from constrain.sampling.budget import _dfa_parts, budget_mask, fits
+from constrain.sampling.budget import _dfa_parts, _max_distance, budget_mask, fits
 from constrain.sampling.kernels import lazy_draws
 
 if TYPE_CHECKING:
@@ -79,12 +79,13 @@ class Proposal:
             B = self.EBLOCK
             nfull = len(x) // B
             bm = np.empty(-(-len(x) // B), dtype=np.float32)
+            # (ufunc.reduce directly: np.max's dispatch wrapper costs ~1 us a call here)
             if nfull:
-                np.max(x[: nfull * B].reshape(nfull, B), axis=1, out=bm[:nfull])
+                np.maximum.reduce(x[: nfull * B].reshape(nfull, B), axis=1, out=bm[:nfull])
             if len(x) % B:
-                bm[nfull] = x[nfull * B :].max()
+                bm[nfull] = np.maximum.reduce(x[nfull * B :])
             self._bm = bm
-            mx = float(bm.max())
+            mx = float(np.maximum.reduce(bm))
         else:
             self._bm = None
             mx = float(x.max())
@@ -267,22 +268,17 @@ def _top_p(w: np.ndarray, top_p: float) -> np.ndarray:
         k *= 8
 
 
-def state_key(matcher: Matcher):
-    """A hashable key for the matcher's state, shared by equal states where cheap to know."""
-    s = getattr(matcher, "state", None)
-    if isinstance(s, int | np.integer):
-        return ("dfa", id(matcher.compiled), int(s), matcher.is_terminated())
-    return ("obj", id(matcher))
-
-
 class Checker:
     """``valid(t)`` = ``matcher.check(t)`` and the budget rule, cached per (state, token).
 
     One instance per (matcher, step); pass the same ``cache`` dict to the checkers of all
-    particles in a step so equal states share verdicts.
+    particles in a step so equal states share verdicts.  The cache maps a state key to a
+    ``{token: verdict}`` dict (looked up once per checker, so a verdict costs one int-keyed
+    lookup), and whether the budget can bind at all this step is decided once here: for a
+    DFA whose farthest state is within the remaining budget no token needs a budget check.
     """
 
-    __slots__ = ("matcher", "remaining", "stats", "cache", "key", "budget_rejected")
+    __slots__ = ("matcher", "remaining", "stats", "cache", "key", "budget_rejected", "_verdicts", "_budget_free")
 
     def __init__(
         self,
@@ -295,12 +291,20 @@ class Checker:
         self.remaining = remaining
         self.stats = stats
         self.cache = {} if cache is None else cache
-        self.key = state_key(matcher)
+        parts = _dfa_parts(matcher)
+        if parts is not None:
+            self.key = ("dfa", id(matcher.compiled), parts[1], matcher.is_terminated())
+        else:
+            self.key = ("obj", id(matcher))
         self.budget_rejected = 0
+        got = self.cache.get(self.key)
+        if got is None:
+            got = self.cache[self.key] = {}
+        self._verdicts: dict[int, bool] = got
+        self._budget_free = remaining is None or (parts is not None and remaining - 1 >= _max_distance(parts[0]))
 
     def __call__(self, t: int) -> bool:
-        k = (self.key, t)
-        v = self.cache.get(k)
+        v = self._verdicts.get(t)
         if v is not None:
             if self.stats is not None:
                 self.stats.cache_hits += 1
@@ -308,26 +312,29 @@ class Checker:
         v = self.matcher.check(t)
         if self.stats is not None:
             self.stats.checks += 1
-        if v and self.remaining is not None:
+        if v and not self._budget_free:
             if self.stats is not None:
                 self.stats.budget_checks += 1
             if not fits(self.matcher, t, self.remaining):
                 v = False
                 self.budget_rejected += 1
-        self.cache[k] = v
+        self._verdicts[t] = v
         return v
 
     def fits_budget(self, t: int) -> bool:
         """Budget rule alone, for tokens a mask already allowed."""
-        if self.remaining is None:
+        if self._budget_free:
             return True
-        k = (self.key, t, "budget")
-        v = self.cache.get(k)
+        k = (self.key, "budget")
+        cache = self.cache.get(k)
+        if cache is None:
+            cache = self.cache[k] = {}
+        v = cache.get(t)
         if v is None:
             if self.stats is not None:
                 self.stats.budget_checks += 1
             v = fits(self.matcher, t, self.remaining)
-            self.cache[k] = v
+            cache[t] = v
         return v
 
     def mask(self) -> np.ndarray:
