@@ -66,10 +66,44 @@ def _closure(prods: list[tuple[int, tuple[int, ...]]], base: set[int]) -> set[in
     return known
 
 
+class HorizonReached(Exception):
+    """A completion needed an item set beyond the horizon of a truncated view (:meth:`EarleyGrammar.view`).
+
+    Raised from inside :meth:`EarleyGrammar.build_node`, before anything is cached, so the
+    caller can redo the computation with a deeper view (or the real nodes).
+    """
+
+
+class _HorizonWaiting(dict):
+    """``waiting`` of the horizon node: any look-up means the truncated view was too shallow."""
+
+    __slots__ = ()
+
+    def get(self, key, default=None):  # type: ignore[override]
+        raise HorizonReached
+
+    def __getitem__(self, key):
+        raise HorizonReached
+
+    def __contains__(self, key) -> bool:
+        raise HorizonReached
+
+
 class Node:
     """An Earley item set at a lexeme boundary (immutable after :meth:`EarleyGrammar.build_node`)."""
 
-    __slots__ = ("uid", "items", "waiting", "accepting", "expected", "fresh", "key", "_need", "_best")
+    __slots__ = (
+        "uid",
+        "items",
+        "waiting",
+        "accepting",
+        "expected",
+        "fresh",
+        "key",
+        "_need",
+        "_best",
+        "_views",
+    )
 
     def __init__(self) -> None:
         self.uid = next(_uids)
@@ -82,6 +116,7 @@ class Node:
         self.key: tuple[tuple[int, int], ...] = ()
         self._need: dict[int, int] | None = None
         self._best: int | None = None
+        self._views: dict[int, Node] | None = None
 
     def __repr__(self) -> str:
         return f"Node(uid={self.uid}, items={len(self.items)}, accepting={self.accepting})"
@@ -154,6 +189,9 @@ class EarleyGrammar:
         self._complete_cache: dict[frozenset, Node] = {}
         self._intern: dict[frozenset, Node] = {}
         self._minlen: list[int] | None = None
+        self.horizon = Node()
+        self.horizon.waiting = _HorizonWaiting()
+        self._view_intern: dict[frozenset, Node] = {}
         self.root = self.build_node([(self.aug_prod, 0, None)])
 
     # ---- terminals --------------------------------------------------------------------------
@@ -268,6 +306,53 @@ class EarleyGrammar:
         node.fresh = tuple((t, self.dfa(t).start, node) for t in starts)
         node.key = tuple((t, q) for t, q, _ in node.fresh)
         return node
+
+    def view(self, node: Node, k: int) -> Node:
+        """``node`` truncated ``k`` origin levels deep: origins further away become :attr:`horizon`.
+
+        Why: the real item sets encode the whole nesting path (every enclosing object of a
+        JSON document), so caches keyed by real nodes miss in every new context, although
+        a token can only complete a few levels.  Views are hash-consed by their truncated
+        content, so equal local contexts share one view, and everything built from it
+        (completions, masks) is shared too.  A computation on a view is exact unless it
+        completes an item whose origin is the horizon; that raises :class:`HorizonReached`.
+        """
+        if k <= 0:
+            return self.horizon
+        views = node._views
+        if views is None:
+            views = node._views = {}
+        else:
+            v = views.get(k)
+            if v is not None:
+                return v
+        view = self.view
+        seen: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
+        for p, d, o in node.items:
+            ov = None if o is node else view(o, k - 1)
+            seen[(p, d, 0 if ov is None else ov.uid)] = (p, d, ov)  # type: ignore[assignment]
+        ikey = frozenset(seen)
+        v = self._view_intern.get(ikey)
+        if v is None:
+            v = Node()
+            prods = self.prods
+            items = v.items
+            waiting = v.waiting
+            for p, d, o in seen.values():
+                it = (p, d, v if o is None else o)
+                items.append(it)
+                rhs = prods[p][1]
+                if d < len(rhs):
+                    waiting.setdefault(rhs[d], []).append(it)
+            v.accepting = node.accepting
+            v.expected = node.expected
+            v.fresh = tuple((t, q, v) for t, q, _ in node.fresh)
+            v.key = node.key
+            if len(self._view_intern) > 500_000:
+                self._view_intern.clear()
+            self._view_intern[ikey] = v
+        views[k] = v
+        return v
 
     def complete(self, done: frozenset) -> Node:
         """The node after terminals complete: ``done`` is ``{(origin node, terminal id)}``."""

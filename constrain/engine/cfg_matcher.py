@@ -26,7 +26,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from constrain.cfg.earley import EarleyGrammar, Node, Pos
+from constrain.cfg.earley import EarleyGrammar, HorizonReached, Node, Pos
 from constrain.cfg.ir import Grammar
 from constrain.cfg.lexer import LexerDFA
 from constrain.engine import cfg_kernels
@@ -60,6 +60,7 @@ class CompiledGrammar(CompiledConstraint):
         cache_masks: int = 1024,
         max_lexer_states: int = 20_000,
         max_dfa_states: int = 20_000,
+        view_depth: int = 4,
     ) -> None:
         self.grammar = grammar
         self.vocab = vocab
@@ -88,8 +89,13 @@ class CompiledGrammar(CompiledConstraint):
             "lexer_s": 0.0,
             "mask_hits": 0,
             "sub_hits": 0,
+            "view_hits": 0,
+            "deferred": 0,
         }
-        self._subs: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # origin levels a mask walk sees before deferring to the real nodes (EarleyGrammar.view)
+        self.view_depth = view_depth
+        self._vmasks: OrderedDict[tuple, tuple[np.ndarray, tuple]] = OrderedDict()
+        self._subs: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple]] = OrderedDict()
 
     def matcher(self) -> CFGMatcher:
         return CFGMatcher(self)
@@ -173,23 +179,78 @@ class CompiledGrammar(CompiledConstraint):
         return self._gen
 
     def text_mask_words(self, pos: Pos) -> np.ndarray:
-        """uint32 words of the text tokens allowed at ``pos`` (EOS not included)."""
+        """uint32 words of the text tokens allowed at ``pos`` (EOS not included).
+
+        Exact states (origins by uid) hit ``_masks`` directly.  Otherwise the walk runs on
+        truncated views of the origins (:meth:`EarleyGrammar.view`), so it and all the work
+        below it are shared by every context that looks the same within
+        ``view_depth`` origin levels.  The few subtrees whose tokens complete further (a
+        token like ``"}}]`` pops several levels) are returned as *deferred* chains of
+        completions, and realised here with the real nodes of this state.
+        """
         mkey = tuple((t, q, o.uid) for t, q, o in pos.entries)
         hit = self._masks.get(mkey)
         if hit is not None:
             self._masks.move_to_end(mkey)
             self.stats["mask_hits"] += 1
             return hit
-        out = np.zeros(self.words, dtype=np.uint32)
-        key = tuple((t, q) for t, q, _ in pos.entries)
-        self._walk(out, pos.entries, key, self._root, {})
+        view = self.parser.view
+        depth = self.view_depth
+        seen: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
+        real: dict[int, list[Node]] = {}
+        for t, q, o in pos.entries:
+            v = view(o, depth)
+            seen[(t, q, v.uid)] = (t, q, v)
+            real.setdefault(v.uid, []).append(o)
+        vkey = tuple(seen)
+        vhit = self._vmasks.get(vkey)
+        if vhit is None:
+            entries = tuple(seen.values())
+            out = np.zeros(self.words, dtype=np.uint32)
+            key = tuple((t, q) for t, q, _ in entries)
+            deferred = _dedupe(self._walk(out, entries, key, self._root, {}))
+            vhit = (out, deferred)
+            self._vmasks[vkey] = vhit
+            if len(self._vmasks) > self._cache_masks:
+                self._vmasks.popitem(last=False)
+        else:
+            self._vmasks.move_to_end(vkey)
+            self.stats["view_hits"] += 1
+        out, deferred = vhit
+        if deferred:
+            out = out.copy()
+            complete = self.parser.complete
+            for done, chain, nodes in deferred:
+                self.stats["deferred"] += 1
+                y = complete(frozenset((r, t) for v, t in done for r in real[v.uid]))
+                self._realise(out, y, chain, nodes)
         self._masks[mkey] = out
         if len(self._masks) > self._cache_masks:
             self._masks.popitem(last=False)
         return out
 
-    def _walk(self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, int]) -> None:
+    def _realise(self, out: np.ndarray, y: Node, chain: tuple[frozenset, ...], nodes: np.ndarray) -> None:
+        """OR in a deferred subtree: follow ``chain`` from the real node ``y``, then walk.
+
+        The walk below the real node again goes through a view of it, so only what is
+        still deeper is deferred once more (each chain step consumes a lexeme: it ends).
+        """
+        complete = self.parser.complete
+        for ts in chain:
+            y = complete(frozenset((y, t) for t in ts))
+        if not y.key:
+            return
+        v = self.parser.view(y, self.view_depth)
+        for ch, nn in self._subtree(out, v, nodes):
+            self._realise(out, y, ch, nn)
+
+    def _walk(self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, int]) -> list:
         """OR into ``out`` the tokens viable below ``roots`` when ``entries`` start there.
+
+        Returns the deferred subtrees ``(done, chain, trie nodes)``: completing ``done``
+        here, then each terminal set of ``chain`` in turn, needs an item set beyond the
+        horizon of a view (:class:`HorizonReached`), so the caller must finish them with
+        real nodes.
 
         Reaching the same parser node at the same trie node twice (a run of ignored spaces
         ends at every depth) would walk the same subtree again, exponentially often; so
@@ -198,15 +259,20 @@ class CompiledGrammar(CompiledConstraint):
         """
         lx = self.lexer(key)
         if lx.start < 0:
-            return
+            return []
         rk = _roots_key(roots)
         j = self.job((key, rk), lx, roots)
         if len(j.idx):
             out[j.idx] |= j.vals
         complete = self.parser.complete
+        deferred: list = []
         for s, nodes in j.bnd:
             done = frozenset((entries[e][2], entries[e][0]) for e in lx.completing[s])
-            y = complete(done)
+            try:
+                y = complete(done)
+            except HorizonReached:
+                deferred.append((done, (), nodes))
+                continue
             if not y.key:
                 continue
             g = visited.get(y.uid)
@@ -217,14 +283,20 @@ class CompiledGrammar(CompiledConstraint):
                 if not len(nodes):
                     continue
             self._mark[nodes] = g
-            self._subtree(out, y, nodes)
+            for ch, nn in self._subtree(out, y, nodes):
+                deferred.append((done, ch, nn))
+        return deferred
 
-    def _subtree(self, out: np.ndarray, y: Node, nodes: np.ndarray) -> None:
+    def _subtree(self, out: np.ndarray, y: Node, nodes: np.ndarray) -> tuple:
         """OR in what parser node ``y`` allows below trie ``nodes``; memoised by (node, nodes).
 
-        Hash-consed nodes recur across masks (the node after ``,`` in a flat object), so the
-        whole recursion below a boundary is cached, not just each walk.  The sub-walk uses
-        its own ``visited``: de-duplication only skips repeated work, never changes the OR.
+        Returns the deferred chains ``(terminal sets, trie nodes)`` relative to ``y`` (see
+        :meth:`_walk`; every completion below ``y`` starts from ``y``'s own entries, so
+        the terminals alone say what to complete).  Hash-consed nodes recur across masks
+        (the node after ``,`` in a flat object, and with views the node after ``,`` in any
+        object at any depth), so the whole recursion below a boundary is cached, not just
+        each walk.  The sub-walk uses its own ``visited``: de-duplication only skips
+        repeated work, never changes the OR.
         """
         skey = (y.uid, _roots_key(nodes))
         hit = self._subs.get(skey)
@@ -232,14 +304,15 @@ class CompiledGrammar(CompiledConstraint):
             lx = self.lexer(y.key)
             j = self.job((y.key, skey[1]), lx, nodes)
             if not j.bnd:  # a leaf: the walk's own result, no recursion, no scratch mask
-                hit = (j.idx, j.vals)
+                hit = (j.idx, j.vals, ())
             else:
                 tmp = np.zeros(self.words, dtype=np.uint32)
                 g = self._next_gen()
                 self._mark[nodes] = g
-                self._walk(tmp, y.fresh, y.key, nodes, {y.uid: g})
+                d = self._walk(tmp, y.fresh, y.key, nodes, {y.uid: g})
                 idx = np.flatnonzero(tmp).astype(np.int32)
-                hit = (idx, tmp[idx])
+                chains = tuple((((frozenset(t for _, t in done),) + ch), nn) for done, ch, nn in _dedupe(d))
+                hit = (idx, tmp[idx], chains)
             self._subs[skey] = hit
             if len(self._subs) > self._cache_jobs:
                 self._subs.popitem(last=False)
@@ -248,6 +321,17 @@ class CompiledGrammar(CompiledConstraint):
             self.stats["sub_hits"] += 1
         if len(hit[0]):
             out[hit[0]] |= hit[1]
+        return hit[2]
+
+
+def _dedupe(deferred: list) -> tuple:
+    """Deferred items without repeats (the same subtree can be reached along several paths)."""
+    if len(deferred) < 2:
+        return tuple(deferred)
+    seen = {}
+    for done, ch, nn in deferred:
+        seen.setdefault((done, ch, nn.tobytes()), (done, ch, nn))
+    return tuple(seen.values())
 
 
 def _roots_key(roots: np.ndarray) -> tuple[bytes, int]:
