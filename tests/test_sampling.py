@@ -566,3 +566,45 @@ def test_lazy_draw_kernel_matches_reference(n, block, peak, head, seed):
     got = lazy_draws(x, bm, mx, mx - head, block, us, out, limit)
     assert out[:got].tolist() == lazy_draws_reference(x, bm, mx, mx - head, block, us, limit)
     assert (out[got:] == -7).all()
+
+
+def test_grammar_matcher_keep_advanced_path_is_the_dfa_path():
+    """A grammar matcher (validated by a kept ``advance``, committed by the loop) gives the very
+    same AWRS/SMC samples and weights as the DFA of the same language: identical verdicts,
+    budget included, and identical use of the random stream.  (Masking folds the budget into
+    a DFA's mask but checks a grammar's drawn token, so its draws differ by design: there
+    only validity is compared.)"""
+    vocab = toy_vocab()
+    dfa = constrain.compile(constrain.regex(r"a[bc]*d"), vocab)
+    cfg = constrain.compile(constrain.grammar('start: "a" mid "d"\nmid: ("b" | "c")*'), vocab)
+    assert type(cfg.matcher()).__name__ != type(dfa.matcher()).__name__
+    lm = NGramLM(len(vocab), {}, default=[0.05, 0.4, 0.35, 0.05, 0.05, 0.03, 0.03, 0.03, 0.01])
+    for method in ("lcd", "awrs", "smc"):
+        for budget in (3, 6, 12):
+            for seed in range(4):
+                kw = dict(method=method, n=4 if method == "smc" else 1, max_new_tokens=budget, seed=seed)
+                a = run(ToyDecoder(lm), dfa, **kw)
+                b = run(ToyDecoder(lm), cfg, **kw)
+                assert cfg.matcher().accepts_text(b.text) and len(b.tokens) <= budget
+                if method != "lcd":
+                    assert [p.tokens for p in a.particles] == [p.tokens for p in b.particles], (method, budget, seed)
+                    assert np.array_equal(a.log_weights, b.log_weights)
+
+
+def test_checker_keep_advanced_commit_and_settle():
+    vocab = toy_vocab()
+    cfg = constrain.compile(constrain.grammar('start: ("ab" | "cd")*'), vocab)
+    m = cfg.matcher()
+    chk = Checker(m, 10, None, None, keep_advanced=True)
+    assert chk(4) and m.num_tokens() == 1  # "ab" validated by a kept advance
+    assert not chk(1) and m.num_tokens() == 0  # "b" is invalid: rolled back, state unchanged
+    assert chk(5) and chk(EOS)
+    chk.commit(4)
+    assert m.num_tokens() == 1 and m.accepts_prefix_bytes(b"cd") and not m.is_terminated()
+    chk2 = Checker(m, 10, None, None, keep_advanced=True)
+    assert chk2(5)
+    chk2.settle()
+    assert m.num_tokens() == 1
+    # without keep_advanced the matcher is never left advanced
+    chk3 = Checker(m, 10)
+    assert chk3(5) and m.num_tokens() == 1

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from constrain.errors import InvalidTokenError
 from constrain.sampling.budget import _dfa_parts, _max_distance, budget_mask, fits
 from constrain.sampling.kernels import lazy_draws
 
@@ -276,9 +277,27 @@ class Checker:
     ``{token: verdict}`` dict (looked up once per checker, so a verdict costs one int-keyed
     lookup), and whether the budget can bind at all this step is decided once here: for a
     DFA whose farthest state is within the remaining budget no token needs a budget check.
+
+    ``keep_advanced=True`` (the decoding loop) lets a non-DFA matcher stay advanced by the
+    last token it validated, and the caller must then end the step with :meth:`commit`
+    (or :meth:`settle`).  A grammar matcher's ``check``, the budget's ``advance`` and the
+    loop's final ``advance`` each run the parser over the token's bytes; validating by
+    ``advance`` itself and keeping the result runs it once for the accepted token.  DFA
+    matchers keep the plain path (their ``check`` is one bit test).
     """
 
-    __slots__ = ("matcher", "remaining", "stats", "cache", "key", "budget_rejected", "_verdicts", "_budget_free")
+    __slots__ = (
+        "matcher",
+        "remaining",
+        "stats",
+        "cache",
+        "key",
+        "budget_rejected",
+        "_verdicts",
+        "_budget_free",
+        "_keep",
+        "_pending",
+    )
 
     def __init__(
         self,
@@ -286,6 +305,7 @@ class Checker:
         remaining: int | None = None,
         stats: SamplingStats | None = None,
         cache: dict | None = None,
+        keep_advanced: bool = False,
     ) -> None:
         self.matcher = matcher
         self.remaining = remaining
@@ -302,6 +322,38 @@ class Checker:
             got = self.cache[self.key] = {}
         self._verdicts: dict[int, bool] = got
         self._budget_free = remaining is None or (parts is not None and remaining - 1 >= _max_distance(parts[0]))
+        self._keep = keep_advanced and parts is None
+        self._pending: int | None = None  # token the matcher is currently advanced by
+
+    def settle(self) -> None:
+        """Undo a kept ``advance``: the matcher is back at the step's state."""
+        if self._pending is not None:
+            self._pending = None
+            self.matcher.rollback(1)
+
+    def commit(self, token: int) -> None:
+        """Advance the matcher by the chosen ``token`` (free if it is the one kept)."""
+        if self._pending == token:
+            self._pending = None
+            return
+        self.settle()
+        self.matcher.advance(token)
+
+    def _advance_kept(self, t: int) -> bool:
+        """``advance(t)`` kept as pending; False (state unchanged) if ``t`` is not allowed."""
+        self.settle()
+        try:
+            self.matcher.advance(t)
+        except InvalidTokenError:
+            return False
+        self._pending = t
+        return True
+
+    def _fits_kept(self, t: int) -> bool:
+        """Budget rule for an allowed ``t`` with the matcher advanced by it (EOS: complete)."""
+        if t in self.matcher.vocab.eos_token_ids:
+            return True
+        return self.matcher.shortest_completion_bytes() <= self.remaining - 1
 
     def __call__(self, t: int) -> bool:
         v = self._verdicts.get(t)
@@ -309,13 +361,16 @@ class Checker:
             if self.stats is not None:
                 self.stats.cache_hits += 1
             return v
-        v = self.matcher.check(t)
+        if self._keep:
+            v = self._advance_kept(t)
+        else:
+            v = self.matcher.check(t)
         if self.stats is not None:
             self.stats.checks += 1
         if v and not self._budget_free:
             if self.stats is not None:
                 self.stats.budget_checks += 1
-            if not fits(self.matcher, t, self.remaining):
+            if not (self._fits_kept(t) if self._keep else fits(self.matcher, t, self.remaining)):
                 v = False
                 self.budget_rejected += 1
         self._verdicts[t] = v
@@ -333,7 +388,10 @@ class Checker:
         if v is None:
             if self.stats is not None:
                 self.stats.budget_checks += 1
-            v = fits(self.matcher, t, self.remaining)
+            if self._keep and self._advance_kept(t):
+                v = self._fits_kept(t)
+            else:
+                v = fits(self.matcher, t, self.remaining)
             cache[t] = v
         return v
 
@@ -344,6 +402,7 @@ class Checker:
         vocabulary); for other matchers callers still test drawn tokens with
         :meth:`fits_budget`.
         """
+        self.settle()
         if self.stats is not None:
             self.stats.masks += 1
         m = self.matcher.mask()

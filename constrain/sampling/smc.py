@@ -215,7 +215,7 @@ def run(
             stats.masks += len(active)
         for j, i in enumerate(active):
             prop = Proposal(logits[i], temp, top_k, top_p, lazy=lazy)
-            chk = Checker(matchers[i], remaining, stats, cache)
+            chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
             if step_method == "lcd":
                 d = lcd_sample(prop, chk, row_rng[i], greedy=greedy, mask=masks[j])
             elif greedy:
@@ -229,13 +229,14 @@ def run(
             stats.rejections += d.rejections
             stats.steps += 1
             if d.token is None:
+                chk.settle()
                 alive[i] = False
                 logw[i] = -math.inf
                 stats.dead_particles += 1
                 running -= 1
                 continue
             logw[i] += d.log_z
-            matchers[i].advance(d.token)
+            chk.commit(d.token)  # = matchers[i].advance(d.token), reusing a kept advance
             toks[i].append(d.token)
             nxt[i] = d.token
             stats.tokens += 1
