@@ -97,6 +97,19 @@ def test_generated_instances_are_valid_and_deterministic() -> None:
     assert jd.generate_valid({"not": {}}, n=2) == []  # unsatisfiable: nothing, no error
 
 
+def test_generated_instances_follow_ecma_pattern_classes() -> None:
+    """Python's Unicode ``\\d`` accepts a Tibetan digit; ECMA-262's (JSON Schema's) does not."""
+    date = {"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}$"}
+    assert jd.is_valid(date, "\u0f26000-00-00")  # what jsonschema alone would let through
+    assert not jd.ecma_validator_for(date).is_valid("\u0f26000-00-00")
+    assert jd.ecma_validator_for(date).is_valid("2024-01-31")
+    keys = {"type": "object", "patternProperties": {"^\\d+$": {"type": "integer"}}}
+    assert not jd.ecma_validator_for(keys).is_valid({"12": "x"})
+    assert jd.ecma_validator_for(keys).is_valid({"\u0f26": "x"})  # not a digit key in ECMA
+    for v in jd.generate_valid(date, n=4, max_examples=60):
+        assert v.isascii()
+
+
 def test_store_resume_cuts_torn_line_and_checks_settings(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     st = ResultStore(path)

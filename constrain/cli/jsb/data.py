@@ -13,6 +13,7 @@ see the same instances, and keep only those ``jsonschema`` (with format checks) 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -132,6 +133,42 @@ def validator_for(schema: Any) -> Any:
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
+def _ascii_search(pattern: str, text: str) -> bool:
+    try:
+        return re.search(pattern, text, re.ASCII) is not None
+    except re.error:
+        return False  # not a Python regex: we cannot vouch for the instance
+
+
+def ecma_validator_for(schema: Any) -> Any:
+    """Like :func:`validator_for`, but ``pattern``/``patternProperties`` use ASCII ``\\d``/``\\w``/``\\b``.
+
+    JSON Schema patterns are ECMA-262 regexes, where ``\\d`` is ``[0-9]`` and ``\\w`` is ASCII;
+    ``jsonschema`` runs them with Python's Unicode classes, so hypothesis-jsonschema's
+    ``"\u0f26000-00-00"`` passes it for ``^\\d{4}-...`` although it is invalid (ASCII-only
+    ``\\s`` is stricter than ECMA, which only drops candidates).  Generated instances must pass both.
+    """
+    import jsonschema
+    from jsonschema import ValidationError
+
+    base = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+
+    def pattern(validator: Any, patrn: str, instance: Any, _schema: Any) -> Iterator[Any]:
+        if validator.is_type(instance, "string") and not _ascii_search(patrn, instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r} (ECMA classes)")
+
+    def pattern_properties(validator: Any, pats: dict, instance: Any, _schema: Any) -> Iterator[Any]:
+        if not validator.is_type(instance, "object"):
+            return
+        for patrn, sub in pats.items():
+            for k, v in instance.items():
+                if _ascii_search(patrn, k):
+                    yield from validator.descend(v, sub, path=k, schema_path=patrn)
+
+    cls = jsonschema.validators.extend(base, {"pattern": pattern, "patternProperties": pattern_properties})
+    return cls(schema, format_checker=base.FORMAT_CHECKER)
+
+
 def is_valid(schema: Any, value: Any) -> bool:
     """Whether ``value`` validates against ``schema``; a schema jsonschema cannot handle gives False."""
     try:
@@ -157,13 +194,13 @@ def generate_valid(schema: Any, n: int = 2, max_examples: int = 25, time_budget:
     seen: set[str] = set()
     with _time_limit(time_budget):
         try:
-            validator = validator_for(schema)
+            validators = (validator_for(schema), ecma_validator_for(schema))
             strategy = from_schema(schema)
         except BaseException as exc:  # noqa: BLE001 - unsupported by the generator, or out of time
             if isinstance(exc, KeyboardInterrupt):
                 raise
             return []
-        _collect(strategy, validator, found, seen, n, max_examples)
+        _collect(strategy, validators, found, seen, n, max_examples)
     return [order_like_schema(schema, v) for v in found]
 
 
@@ -196,7 +233,7 @@ def _time_limit(seconds: float) -> Iterator[None]:
 
 
 def _collect(
-    strategy: Any, validator: Any, found: list[Any], seen: set[str], n: int, max_examples: int
+    strategy: Any, validators: tuple[Any, ...], found: list[Any], seen: set[str], n: int, max_examples: int
 ) -> None:
     from hypothesis import HealthCheck, Phase, given, settings
 
@@ -215,7 +252,7 @@ def _collect(
         try:
             text = serialize(value)
             text.encode("utf-8")  # lone surrogates cannot be fed as UTF-8 bytes
-            ok = validator.is_valid(value)
+            ok = all(v.is_valid(value) for v in validators)
         except Exception:  # noqa: BLE001 - NaN, unserialisable, validator error
             return
         if ok and text not in seen:
