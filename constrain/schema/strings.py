@@ -221,6 +221,14 @@ _URI = (
     rf"(?:/{_PCHAR}*)*|/?(?:{_PCHAR}+(?:/{_PCHAR}*)*)?)"
     rf"(?:\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?"
 )
+# RFC 6570 level 4; literals admit every non-ASCII character (ucschar/iprivate,
+# over-approximated) and the reserved operators "=,!@|" are let through
+_VARCHAR = rf"(?:[A-Za-z0-9_]|{_PCT})"
+_VARSPEC = rf"{_VARCHAR}(?:\.?{_VARCHAR})*(?::[1-9][0-9]{{0,3}}|\*)?"
+_URI_TEMPLATE = (
+    rf"(?:[^\x00-\x20\x7f\"%<>\\^`{{|}}]|{_PCT}"
+    rf"|\{{[+#./;?&=,!@|]?{_VARSPEC}(?:,{_VARSPEC})*\}})*"
+)
 
 #: format name -> value regex.  Deliberately *looser* than the RFCs where they are subtle
 #: (never stricter than Python's jsonschema format checker on realistic values): a format
@@ -240,6 +248,7 @@ FORMAT_REGEX: dict[str, str] = {
     "ipv6": _IPV6,
     "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
     "uri": _URI,
+    "uri-template": _URI_TEMPLATE,
     "json-pointer": r"(?:/(?:[^/~]|~[01])*)*",
     "relative-json-pointer": r"(?:0|[1-9][0-9]*)(?:#|(?:/(?:[^/~]|~[01])*)*)",
 }
