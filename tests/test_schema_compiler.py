@@ -162,3 +162,19 @@ def test_draft4_exclusive_boolean_and_draft7_items_array():
     c = json_schema({"items": [{"type": "string"}], "additionalItems": False}, draft=7)
     acc = acceptor(c)
     assert acc('["a"]') and not acc('["a", 1]') and not acc("[1]")
+
+
+def test_empty_branch_of_anyof_is_dropped_not_fatal():
+    """No integer in (-20, 0) is a multiple of 12 and 7 at once: that branch's automaton is
+    empty, which must remove the branch, not fail the schema (JSONSchemaBench allany11)."""
+    schema = {"type": "integer", "exclusiveMinimum": -20, "exclusiveMaximum": 0,
+              "anyOf": [{"allOf": [{"multipleOf": 12}, {"multipleOf": 7}]}, {"multipleOf": 5}]}
+    acc = acceptor(json_schema(schema))
+    for v in range(-25, 3):
+        ok = -20 < v < 0 and v % 5 == 0
+        assert acc(str(v)) == ok, v
+
+
+def test_unsatisfiable_schema_accepts_nothing_like_false():
+    acc = acceptor(json_schema({"type": "integer", "minimum": 1, "maximum": 6, "multipleOf": 7}))
+    assert not any(acc(str(v)) for v in range(-10, 20))

@@ -160,4 +160,31 @@ class GrammarBuilder:
         self.rules[name] = list(alternatives)
 
     def build(self, start: str) -> Grammar:
-        return Grammar(start, self.rules, self.terminals, tuple(self.ignore)).validate()
+        """The grammar, with alternatives that can derive no string removed.
+
+        Generated grammars meet empty languages legitimately: ``multipleOf: 12`` within
+        ``(-300, 0)`` and ``not multipleOf: 6`` leave an empty integer automaton in one branch
+        of an ``anyOf``.  That branch must vanish rather than fail the whole grammar.  An
+        empty *start* language leaves ``start`` with no alternative (like the ``false`` schema).
+        """
+        g = Grammar(start, self.rules, self.terminals, tuple(self.ignore)).validate()
+        dead = {n for n, t in g.terminals.items() if t.dfa is not None and t.dfa.is_empty()}
+        if not dead and all(g.rules.values()):
+            return g
+        live = set(g.terminals) - dead
+        changed = True
+        while changed:  # productive rules: least fixpoint
+            changed = False
+            for name, alts in g.rules.items():
+                if name not in live and any(all(s in live for s in alt) for alt in alts):
+                    live.add(name)
+                    changed = True
+        if start not in live:
+            return Grammar(start, {start: []}, {}, ())
+        rules = {
+            name: [alt for alt in alts if all(s in live for s in alt)]
+            for name, alts in g.rules.items()
+            if name in live
+        }
+        terminals = {n: t for n, t in g.terminals.items() if n not in dead or n in g.ignore}
+        return Grammar(start, rules, terminals, g.ignore).validate()
