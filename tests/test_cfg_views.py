@@ -5,7 +5,8 @@ walk is keyed by views (shared across contexts) with the completions that reach 
 horizon deferred to the real nodes.  A wrong key or a lost deferral shows up exactly when a
 mask is served from work done for a *different* context, so every test here warms the
 caches with other documents first, then compares with the brute-force per-token check.
-Small view depths (1, 2) force many deferrals, the default depth few.
+Small view depths (1, 2) force many deferrals (and retries at a middle depth), the
+default depth few.
 """
 
 from __future__ import annotations
@@ -73,21 +74,21 @@ def _check(m, where: str) -> None:
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=st.sampled_from(["json", "arithmetic", "c_like", "python_expr"]),
-    depth=st.sampled_from([1, 2, 3, 4]),
+    depths=st.sampled_from([(1, None), (2, None), (3, None), (1, 3, None), (2, 5, None)]),
     seed=st.integers(0, 10**6),
 )
-def test_masks_after_other_contexts_warmed_the_caches(name: str, depth: int, seed: int) -> None:
-    cg = CompiledGrammar(_grammar(name), VOCAB, view_depth=depth, cache_jobs=256, cache_masks=64)
+def test_masks_after_other_contexts_warmed_the_caches(name: str, depths: tuple, seed: int) -> None:
+    cg = CompiledGrammar(_grammar(name), VOCAB, view_depths=depths, cache_jobs=256, cache_masks=64)
     rng = random.Random(seed)
     for m in _states(cg, rng, 12):  # warm every cache with other documents
         m.mask()
     for i, m in enumerate(_states(cg, rng, 6)):
-        _check(m, f"{name} depth {depth} seed {seed} state {i}")
+        _check(m, f"{name} depths {depths} seed {seed} state {i}")
 
 
 def test_deep_closers_are_deferred_and_exact() -> None:
     """Inside deep JSON, ``"}}]``-like tokens need the real nodes: deferred, and still exact."""
-    cg = CompiledGrammar(_grammar("json"), VOCAB, view_depth=2)
+    cg = CompiledGrammar(_grammar("json"), VOCAB, view_depths=(2, None))
     docs = ['{"a": {"b": [{"c": "x', '[[[{"k": [1, {"z": "', '{"a": {"b": {"c": {"d": 1']
     for d in docs:
         m = cg.matcher()
@@ -121,3 +122,8 @@ def test_view_is_hash_consed_and_raises_past_its_horizon() -> None:
         eg.complete(frozenset({(y, close)}))
     real = eg.complete(frozenset({(eg.complete(frozenset({(o1, num)})), close)}))
     assert real.key  # the real nodes complete the same step fine
+
+
+def test_view_depths_must_end_with_the_real_nodes() -> None:
+    with pytest.raises(ValueError):
+        CompiledGrammar(_grammar("json"), VOCAB, view_depths=(3, 8))

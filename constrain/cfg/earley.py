@@ -317,7 +317,7 @@ class EarleyGrammar:
         (completions, masks) is shared too.  A computation on a view is exact unless it
         completes an item whose origin is the horizon; that raises :class:`HorizonReached`.
         """
-        if k <= 0:
+        if k <= 0 or node is self.horizon:
             return self.horizon
         views = node._views
         if views is None:

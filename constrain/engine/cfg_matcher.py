@@ -60,7 +60,7 @@ class CompiledGrammar(CompiledConstraint):
         cache_masks: int = 1024,
         max_lexer_states: int = 20_000,
         max_dfa_states: int = 20_000,
-        view_depth: int = 4,
+        view_depths: tuple[int | None, ...] = (3, None),
     ) -> None:
         self.grammar = grammar
         self.vocab = vocab
@@ -92,8 +92,11 @@ class CompiledGrammar(CompiledConstraint):
             "view_hits": 0,
             "deferred": 0,
         }
-        # origin levels a mask walk sees before deferring to the real nodes (EarleyGrammar.view)
-        self.view_depth = view_depth
+        # origin levels seen by a mask walk, then by the retries of what it deferred; the
+        # last entry must be None (the real nodes, see EarleyGrammar.view)
+        if not view_depths or view_depths[-1] is not None:
+            raise ValueError("view_depths must end with None (the real nodes)")
+        self.view_depths = view_depths
         self._vmasks: OrderedDict[tuple, tuple[np.ndarray, tuple]] = OrderedDict()
         self._subs: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple]] = OrderedDict()
 
@@ -184,9 +187,10 @@ class CompiledGrammar(CompiledConstraint):
         Exact states (origins by uid) hit ``_masks`` directly.  Otherwise the walk runs on
         truncated views of the origins (:meth:`EarleyGrammar.view`), so it and all the work
         below it are shared by every context that looks the same within
-        ``view_depth`` origin levels.  The few subtrees whose tokens complete further (a
-        token like ``"}}]`` pops several levels) are returned as *deferred* chains of
-        completions, and realised here with the real nodes of this state.
+        ``view_depths[0]`` origin levels.  The few subtrees whose tokens complete further
+        (a token like ``"}}]`` pops several levels) come back as *deferred* chains of
+        completions and are finished by :meth:`_resolve` with deeper views, and at last
+        with the real nodes.
         """
         mkey = tuple((t, q, o.uid) for t, q, o in pos.entries)
         hit = self._masks.get(mkey)
@@ -195,7 +199,7 @@ class CompiledGrammar(CompiledConstraint):
             self.stats["mask_hits"] += 1
             return hit
         view = self.parser.view
-        depth = self.view_depth
+        depth = self.view_depths[0]
         seen: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
         real: dict[int, list[Node]] = {}
         for t, q, o in pos.entries:
@@ -219,30 +223,45 @@ class CompiledGrammar(CompiledConstraint):
         out, deferred = vhit
         if deferred:
             out = out.copy()
-            complete = self.parser.complete
             for done, chain, nodes in deferred:
                 self.stats["deferred"] += 1
-                y = complete(frozenset((r, t) for v, t in done for r in real[v.uid]))
-                self._realise(out, y, chain, nodes)
+                pairs = tuple((r, t) for v, t in done for r in real[v.uid])
+                self._resolve(out, pairs, chain, nodes, 1)
         self._masks[mkey] = out
         if len(self._masks) > self._cache_masks:
             self._masks.popitem(last=False)
         return out
 
-    def _realise(self, out: np.ndarray, y: Node, chain: tuple[frozenset, ...], nodes: np.ndarray) -> None:
-        """OR in a deferred subtree: follow ``chain`` from the real node ``y``, then walk.
+    def _resolve(self, out: np.ndarray, pairs: tuple, chain: tuple, nodes: np.ndarray, level: int) -> None:
+        """OR in a deferred subtree: complete ``pairs`` (real origin, terminal), then ``chain``.
 
-        The walk below the real node again goes through a view of it, so only what is
-        still deeper is deferred once more (each chain step consumes a lexeme: it ends).
+        Tried on views ``view_depths[level:]`` deep in turn (shared across contexts like
+        the first walk), the real nodes last (``None``: no horizon).  Each retry's chain is
+        one lexeme longer and its trie nodes deeper, so the recursion ends.
         """
         complete = self.parser.complete
-        for ts in chain:
-            y = complete(frozenset((y, t) for t in ts))
+        view = self.parser.view
+        depths = self.view_depths
+        while True:
+            depth = depths[level]
+            try:
+                if depth is None:
+                    y = complete(frozenset(pairs))
+                else:
+                    y = complete(frozenset((view(r, depth), t) for r, t in pairs))
+                for ts in chain:
+                    y = complete(frozenset((y, t) for t in ts))
+            except HorizonReached:
+                level += 1
+                continue
+            break
         if not y.key:
             return
-        v = self.parser.view(y, self.view_depth)
+        # the walk below goes through a shallow view again, so it is shared across contexts
+        # too; what it defers is resolved from the same pairs with the chain extended
+        v = y if depth == depths[0] else view(y, depths[0])
         for ch, nn in self._subtree(out, v, nodes):
-            self._realise(out, y, ch, nn)
+            self._resolve(out, pairs, chain + ch, nn, 1)
 
     def _walk(self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, int]) -> list:
         """OR into ``out`` the tokens viable below ``roots`` when ``entries`` start there.
