@@ -110,6 +110,10 @@ class _Trace:
         self.rej_arr: np.ndarray | None = None  # bool, once in mask mode
         self.mask: np.ndarray | None = None  # the constraint's mask (budget failures cleared)
         self.psi = 0.0
+        # Z_hat needs the rejected mass of trace 0 only; in trace 1 psi just steers the switch
+        # to Gumbel keys (any rule that looks only at the past is exact), so there it is summed
+        # only once the weights exist: a rejection in trace 1 alone never pays the full softmax
+        self.psi_needed = True
 
     def one_minus_psi(self) -> float:
         if self.rej_arr is not None:
@@ -143,7 +147,8 @@ class _Trace:
             if chk(t):
                 return t, n
             self.rej.add(t)
-            self.psi += prop.p(t)
+            if self.psi_needed or prop.materialized:
+                self.psi += prop.p(t)
             n += 1
         # Gumbel phase: the rest of the order, lazily
         work = gumbel_keys(prop, self.rng)
@@ -153,7 +158,8 @@ class _Trace:
             if chk(t):
                 return t, n
             self.rej.add(t)
-            self.psi += prop.p(t)
+            if self.psi_needed or prop.materialized:
+                self.psi += prop.p(t)
             n += 1
             if n >= self.max_rejects:
                 return self._after_lazy(n, work)
@@ -216,6 +222,7 @@ def awrs_sample(
             if chk(x1):
                 return Draw(x0, 0.0, 0, False)
             t0 = _Trace(prop, chk, rng, max_rejects)  # trace 0 rejected nothing
+            t0.psi_needed = False
             _, n1 = t0.walk(first=x1)
             return Draw(x0, -math.log(n1 + 1), n1, t0.rej_arr is not None)
         t0 = _Trace(prop, chk, rng, max_rejects)
@@ -228,6 +235,7 @@ def awrs_sample(
     if not estimate:
         return Draw(x0, math.nan, n0, t0.rej_arr is not None)
     one_minus_psi0 = t0.one_minus_psi()
+    t0.psi_needed = False
     # trace 1 continues from trace 0's rejected set with fresh randomness
     _, n1 = t0.walk()
     log_z = math.log(one_minus_psi0) - math.log(n0 + n1 + 1) if one_minus_psi0 > 0 else -math.inf
