@@ -360,6 +360,19 @@ class Compiler:
             return self.any_value()
         if len(raws) == 1:
             return self.gen(*raws[0])
+        # the same merge recurs once per branch of an enclosing anyOf/oneOf (every branch
+        # re-emits the object's properties): reuse it, or big schemas blow up exponentially
+        mkey = ("conj", *((id(sch), self.base_of(res)) for sch, res, _ in raws))
+        hit = self.memo.get(mkey)
+        if hit is not None:
+            return hit
+        self._keep = getattr(self, "_keep", [])
+        self._keep.extend(sch for sch, _, _ in raws)  # keep ids stable
+        sym = self._conj(raws, ptr)
+        self.memo[mkey] = sym
+        return sym
+
+    def _conj(self, raws: list, ptr: str) -> str:
         parts: list[Part] = []
         for sch, res, where in raws:
             f = self.flatten(sch, res, where)
@@ -388,7 +401,35 @@ class Compiler:
         finally:
             self.depth -= 1
 
+    def _canon(self, schema: dict) -> str:
+        """Canonical text of a schema object, cached by identity (the object is kept alive)."""
+        cache = self.__dict__.setdefault("_canon_cache", {})
+        hit = cache.get(id(schema))
+        if hit is None:
+            hit = cache[id(schema)] = (json.dumps(schema, sort_keys=True, default=repr), schema)
+        return hit[0]
+
+    def dedupe(self, parts: list[Part]) -> list[Part]:
+        """Drop repeated conjuncts (A and A is A).
+
+        Real schemas repeat themselves: a property whose schema also comes from a matching
+        ``patternProperties`` entry carries the same ``anyOf`` twice, and distributing
+        ``anyOf`` x ``anyOf`` through nested objects multiplies without end (WashingtonPost
+        schemas took minutes).
+        """
+        if len(parts) < 2:
+            return parts
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for p in parts:
+            k = (self._canon(p.schema), self.base_of(p.res))
+            if k not in seen:
+                seen.add(k)
+                out.append(p)
+        return out
+
     def _gen_parts(self, parts: list[Part], ptr: str, budget: list[int], dist: bool) -> str:
+        parts = self.dedupe(parts)
         for i, p in enumerate(parts):
             branches = self.split(p)
             if branches is None:
