@@ -103,3 +103,32 @@ def test_lexer_product_matches_per_entry_simulation(case) -> None:
         comp = tuple(e for e, ((t, _), q) in enumerate(zip(key, qs, strict=True)) if q >= 0 and accs[t][q])
         assert lx.completing[s] == comp
         assert bool(lx.accept[s]) == bool(comp)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lexer_case(), st.integers(1, 40))
+def test_numba_product_equals_python_product(case, max_states) -> None:
+    """The sparse Numba product numbers states like the plain-Python reference: equal tables."""
+    from constrain.cfg.lexer import _product_reference
+    from constrain.errors import ConstraintTooLarge
+
+    tables, accs, key, _ = case
+    if len(key) < 2:
+        key = key + ((0, 0),)
+    try:
+        ref = _product_reference(key, tables, max_states)
+    except ConstraintTooLarge:
+        ref = None
+    got = cfg_kernels.build_product([tables[t] for t, _ in key], np.array([q for _, q in key]), max_states)
+    if ref is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+        stack = cfg_kernels.TableStack(tables)
+        assert (got2 := stack.product(key, max_states)) is not None
+        assert np.array_equal(got2[0], ref[0]) and np.array_equal(got2[1], ref[1])
+        lx = LexerDFA(key, tables, accs, max_states=max_states, product=stack.product)
+        lr = LexerDFA(key, tables, accs, max_states=max_states)
+        assert np.array_equal(lx.accept, lr.accept)
+        assert all(lx.completing[s] == lr.completing[s] for s in range(lx.n_states))

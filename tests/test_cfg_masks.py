@@ -132,3 +132,48 @@ def test_llama3_json_walk_allows_every_instance_token(llama3_vocab) -> None:
             m.advance(t)
         assert m.is_accepting()
         assert m.mask()[llama3_vocab.eos_token_ids[0]]
+
+
+def test_product_lexer_too_large_splits_entries_instead_of_raising() -> None:
+    """Lengths mod 7, 11 and 13 in parallel: the three-terminal product has 1001 states, over
+    the limit, so the walk splits the entries (JSONSchemaBench schemas used to raise
+    ConstraintTooLarge mid-generation here); the masks must still equal brute force."""
+    g = constrain.grammar(
+        'start: A | B | C | A "," start\nA: /([ab]{7})+x/\nB: /([ab]{11})+y/\nC: /([ab]{13})+z/\n'
+    )
+    rng = random.Random(1)
+    toks: list[bytes | None] = [None] + [bytes([c]) for c in b"abxyz,"]
+    toks += [bytes(rng.choice(b"ab") for _ in range(rng.randint(2, 9))) for _ in range(150)]
+    toks += [b"ax", b"bby", b"aaz,", b"x,a", b"ab,ab"]
+    vocab = Vocabulary.from_token_bytes(list(dict.fromkeys(toks)), eos_token_ids=[0])
+    cg = CompiledGrammar(g, vocab, max_lexer_states=100)
+    for walk in range(6):
+        m = cg.matcher()
+        for step in range(12):
+            _compare(m, f"walk {walk} step {step}")
+            allowed = m.allowed_tokens()
+            if not len(allowed):
+                break
+            m.advance(int(rng.choice(allowed.tolist())))
+            if m.is_terminated():
+                break
+    assert cg.stats["split_lexers"] > 0
+
+
+@pytest.mark.parametrize("name", ["json", "c_like"])
+def test_tiny_lexer_limit_masks_match_brute_force(name: str) -> None:
+    """With ``max_lexer_states=3`` nearly every product is split, recursively."""
+    vocab = _toy_vocab()
+    cg = CompiledGrammar(_grammar(name), vocab, max_lexer_states=3)
+    rng = random.Random(4)
+    for walk in range(4):
+        m = cg.matcher()
+        for step in range(12):
+            _compare(m, f"{name} walk {walk} step {step}")
+            allowed = m.allowed_tokens()
+            if not len(allowed):
+                break
+            m.advance(int(rng.choice(allowed.tolist())))
+            if m.is_terminated():
+                break
+    assert cg.stats["split_lexers"] > 0

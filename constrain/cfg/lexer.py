@@ -14,6 +14,8 @@ the context-independent part of a mask (tokens that stay inside one lexeme need 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from constrain.errors import ConstraintTooLarge
@@ -31,13 +33,44 @@ class _SingleCompleting:
         return (0,) if self.accept[s] else ()
 
 
+class _ProductCompleting:
+    """``completing[s]`` of a product, computed per state on first use (most are never asked)."""
+
+    __slots__ = ("acc_mat", "memo")
+
+    def __init__(self, acc_mat: np.ndarray) -> None:
+        self.acc_mat = acc_mat
+        self.memo: dict[int, tuple[int, ...]] = {}
+
+    def __getitem__(self, s: int) -> tuple[int, ...]:
+        c = self.memo.get(s)
+        if c is None:
+            c = self.memo[s] = tuple(np.flatnonzero(self.acc_mat[s]).tolist())
+        return c
+
+
+# (key, max_states) -> (state vectors, table), or None past max_states
+ProductBuilder = Callable[[tuple, int], "tuple[np.ndarray, np.ndarray] | None"]
+
+
 class LexerDFA:
-    """Product DFA of lexer entries; built eagerly (bounded) when first needed."""
+    """Product DFA of lexer entries; built eagerly (bounded) when first needed.
+
+    ``product``, if given, builds ``(state vectors, table)`` (None when over ``max_states``)
+    in place of the plain-Python breadth-first construction below, which is its reference
+    (the engine passes a Numba kernel: this layer stays pure Python).
+    """
 
     __slots__ = ("key", "table", "accept", "completing", "start", "n_states")
 
     def __init__(
-        self, key: tuple[tuple[int, int], ...], tables: list, accs: list, *, max_states: int
+        self,
+        key: tuple[tuple[int, int], ...],
+        tables: list,
+        accs: list,
+        *,
+        max_states: int,
+        product: ProductBuilder | None = None,
     ) -> None:
         self.key = key
         k = len(key)
@@ -57,51 +90,63 @@ class LexerDFA:
             self.start = int(q)
             self.n_states = len(self.table)
             return
-        start = tuple(q for _, q in key)
-        index: dict[bytes, int] = {}
-        states: list[np.ndarray] = []
-        vec0 = np.array(start, dtype=np.int32)
-        index[vec0.tobytes()] = 0
-        states.append(vec0)
-        rows: list[np.ndarray] = []
-        term_tables = [tables[t] for t, _ in key]
         term_accs = [accs[t] for t, _ in key]
-        i = 0
-        dead = np.full(256, -1, dtype=np.int32)
-        while i < len(states):
-            vec = states[i]
-            m = np.empty((k, 256), dtype=np.int32)
-            for e in range(k):
-                q = vec[e]
-                m[e] = term_tables[e][q] if q >= 0 else dead
-            cols = np.ascontiguousarray(m.T)  # (256, k)
-            alive = (cols >= 0).any(axis=1)
-            row = np.full(256, -1, dtype=np.int32)
-            for b in np.flatnonzero(alive):
-                col = cols[b]
-                kb = col.tobytes()
-                j = index.get(kb)
-                if j is None:
-                    j = len(states)
-                    if j >= max_states:
-                        raise ConstraintTooLarge(
-                            f"lexer automaton for {k} terminals passed {max_states} states",
-                            "max_lexer_states",
-                        )
-                    index[kb] = j
-                    states.append(col.copy())
-                row[b] = j
-            rows.append(row)
-            i += 1
-        self.table = np.ascontiguousarray(np.stack(rows).astype(np.int32))
-        self.n_states = len(states)
-        mat = np.stack(states)  # (n_states, k)
+        if product is not None:
+            built = product(key, max_states)
+            if built is None:
+                raise ConstraintTooLarge(
+                    f"lexer automaton for {k} terminals passed {max_states} states", "max_lexer_states"
+                )
+            mat, self.table = built
+        else:
+            mat, self.table = _product_reference(key, tables, max_states)
+        self.n_states = len(mat)
         acc_mat = np.zeros(mat.shape, dtype=np.bool_)
         for e in range(k):
             col = mat[:, e]
             live = col >= 0
             acc_mat[live, e] = term_accs[e][col[live]]
-        self.completing = [tuple(np.flatnonzero(r).tolist()) for r in acc_mat]
-        acc = acc_mat.any(axis=1)
-        self.accept = acc
+        self.completing = _ProductCompleting(acc_mat)  # type: ignore[assignment]
+        self.accept = acc_mat.any(axis=1)
         self.start = 0
+
+
+def _product_reference(key: tuple[tuple[int, int], ...], tables: list, max_states: int):
+    """Plain-Python breadth-first product: ``(state vectors (n, k), table (n, 256))``."""
+    k = len(key)
+    start = tuple(q for _, q in key)
+    index: dict[bytes, int] = {}
+    states: list[np.ndarray] = []
+    vec0 = np.array(start, dtype=np.int32)
+    index[vec0.tobytes()] = 0
+    states.append(vec0)
+    rows: list[np.ndarray] = []
+    term_tables = [tables[t] for t, _ in key]
+    i = 0
+    dead = np.full(256, -1, dtype=np.int32)
+    while i < len(states):
+        vec = states[i]
+        m = np.empty((k, 256), dtype=np.int32)
+        for e in range(k):
+            q = vec[e]
+            m[e] = term_tables[e][q] if q >= 0 else dead
+        cols = np.ascontiguousarray(m.T)  # (256, k)
+        alive = (cols >= 0).any(axis=1)
+        row = np.full(256, -1, dtype=np.int32)
+        for b in np.flatnonzero(alive):
+            col = cols[b]
+            kb = col.tobytes()
+            j = index.get(kb)
+            if j is None:
+                j = len(states)
+                if j >= max_states:
+                    raise ConstraintTooLarge(
+                        f"lexer automaton for {k} terminals passed {max_states} states",
+                        "max_lexer_states",
+                    )
+                index[kb] = j
+                states.append(col.copy())
+            row[b] = j
+        rows.append(row)
+        i += 1
+    return np.stack(states), np.ascontiguousarray(np.stack(rows).astype(np.int32))

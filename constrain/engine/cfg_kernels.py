@@ -98,3 +98,177 @@ def reference_walk(table, accept, start, roots, trie, n_tokens: int):
             if accept[s] and int(trie.next[i]) > i + 1:
                 bnd.append((i, s))
     return allowed, bnd
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pairs_hash(ve: np.ndarray, vq: np.ndarray, a: int, z: int) -> int:
+    """FNV-style hash of the live (entry, state) pairs ``a:z`` in int64 (wrapping arithmetic)."""
+    h = np.int64(1469598103934665603)
+    for p in range(a, z):
+        h = (h ^ np.int64(ve[p] + 1)) * np.int64(1099511628211)
+        h = (h ^ np.int64(vq[p] + 1)) * np.int64(1099511628211)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def product_lexer(tab: np.ndarray, off: np.ndarray, start: np.ndarray, max_states: int):
+    """Breadth-first product of ``k`` DFAs: ``(n_states, state vectors, transition table)``.
+
+    ``tab`` stacks the entries' tables (int32, rows of 256), ``off[e]`` is the first row of
+    entry ``e``'s table and ``start[e]`` its state.  A product state is the vector of entry
+    states (-1 = dead); it is stored sparsely (its live ``(entry, state)`` pairs, CSR) and
+    interned in an open-addressing hash table, so a step costs the number of *live*
+    entries, not ``k`` (a schema's many property-name literals die after a byte or two).
+    States are numbered in discovery order (state by state, bytes ascending), exactly like
+    the plain-Python :class:`constrain.cfg.lexer.LexerDFA` construction, so the two tables
+    are equal.  Returns ``n_states = -1`` (and empty arrays) past ``max_states`` states.
+    """
+    k = start.shape[0]
+    cap = 64
+    ptr = np.zeros(cap + 1, dtype=np.int64)
+    se = np.empty(256 + k, dtype=np.int32)
+    sq = np.empty(256 + k, dtype=np.int32)
+    table = np.empty((cap, 256), dtype=np.int32)
+    m = 0
+    for e in range(k):
+        if start[e] >= 0:
+            se[m] = e
+            sq[m] = start[e]
+            m += 1
+    ptr[1] = m
+    hsize = 256
+    htab = np.full(hsize, -1, dtype=np.int32)
+    htab[_pairs_hash(se, sq, 0, m) & (hsize - 1)] = 0
+    n = 1
+    i = 0
+    ve = np.empty(k, dtype=np.int32)
+    vq = np.empty(k, dtype=np.int32)
+    while i < n:
+        a = ptr[i]
+        z = ptr[i + 1]
+        for b in range(256):
+            c = 0
+            for p in range(a, z):
+                e = se[p]
+                q2 = tab[off[e] + sq[p], b]
+                if q2 >= 0:
+                    ve[c] = e
+                    vq[c] = q2
+                    c += 1
+            if c == 0:
+                table[i, b] = -1
+                continue
+            slot = _pairs_hash(ve, vq, 0, c) & (hsize - 1)
+            j = -1
+            while True:
+                r = htab[slot]
+                if r < 0:
+                    break
+                ra = ptr[r]
+                if ptr[r + 1] - ra == c:
+                    same = True
+                    for x in range(c):
+                        if se[ra + x] != ve[x] or sq[ra + x] != vq[x]:
+                            same = False
+                            break
+                    if same:
+                        j = r
+                        break
+                slot = (slot + 1) & (hsize - 1)
+            if j < 0:
+                if n >= max_states:
+                    return -1, np.empty((0, k), dtype=np.int32), np.empty((0, 256), dtype=np.int32)
+                if n == cap:
+                    cap *= 2
+                    p2 = np.zeros(cap + 1, dtype=np.int64)
+                    p2[: n + 1] = ptr[: n + 1]
+                    ptr = p2
+                    t2 = np.empty((cap, 256), dtype=np.int32)
+                    t2[:n] = table[:n]
+                    table = t2
+                top = ptr[n]
+                if top + c > se.shape[0]:
+                    size = 2 * (top + c)
+                    e2 = np.empty(size, dtype=np.int32)
+                    e2[:top] = se[:top]
+                    se = e2
+                    q3 = np.empty(size, dtype=np.int32)
+                    q3[:top] = sq[:top]
+                    sq = q3
+                for x in range(c):
+                    se[top + x] = ve[x]
+                    sq[top + x] = vq[x]
+                ptr[n + 1] = top + c
+                htab[slot] = n
+                j = n
+                n += 1
+                if 2 * n > hsize:
+                    hsize *= 2
+                    htab = np.full(hsize, -1, dtype=np.int32)
+                    for r in range(n):
+                        sl = _pairs_hash(se, sq, ptr[r], ptr[r + 1]) & (hsize - 1)
+                        while htab[sl] >= 0:
+                            sl = (sl + 1) & (hsize - 1)
+                        htab[sl] = r
+            table[i, b] = j
+        i += 1
+    mat = np.full((n, k), -1, dtype=np.int32)
+    for r in range(n):
+        for p in range(ptr[r], ptr[r + 1]):
+            mat[r, se[p]] = sq[p]
+    return n, mat, table[:n].copy()
+
+
+def build_product(tables: list, start: np.ndarray, max_states: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`product_lexer` on a list of per-entry tables (stacked here, a copy): ``(states,
+    table)``, or None past ``max_states``.  :class:`TableStack` avoids the copy."""
+    off = np.zeros(len(tables), dtype=np.int64)
+    acc = 0
+    for e, t in enumerate(tables):
+        off[e] = acc
+        acc += len(t)
+    tab = np.ascontiguousarray(np.concatenate(tables), dtype=np.int32)
+    n, states, table = product_lexer(tab, off, np.ascontiguousarray(start, dtype=np.int32), max_states)
+    if n < 0:
+        return None
+    return states, table
+
+
+class TableStack:
+    """Every terminal table used by a product so far, stacked once (grown by doubling).
+
+    Stacking a product's tables per call copied tens of MB for some schemas (one big
+    pattern terminal next to a literal) and cost more than the product itself.
+    """
+
+    def __init__(self, tables: list) -> None:
+        self.tables = tables  # the parser's per-terminal tables (filled lazily, by id)
+        self.stack = np.empty((0, 256), dtype=np.int32)
+        self.rows = 0
+        self.off: dict[int, int] = {}
+
+    def _add(self, t: int) -> int:
+        tab = self.tables[t]
+        need = self.rows + len(tab)
+        if need > len(self.stack):
+            grown = np.empty((max(need, 2 * len(self.stack)), 256), dtype=np.int32)
+            grown[: self.rows] = self.stack[: self.rows]
+            self.stack = grown
+        self.stack[self.rows : need] = tab
+        o = self.off[t] = self.rows
+        self.rows = need
+        return o
+
+    def product(
+        self, key: tuple[tuple[int, int], ...], max_states: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The product of ``key``'s entries (see :func:`product_lexer`), or None if too big."""
+        off = np.empty(len(key), dtype=np.int64)
+        for e, (t, _) in enumerate(key):
+            o = self.off.get(t)
+            off[e] = self._add(t) if o is None else o
+        start = np.array([q for _, q in key], dtype=np.int32)
+        n, states, table = product_lexer(self.stack, off, start, max_states)
+        if n < 0:
+            return None
+        return states, table

@@ -31,7 +31,10 @@ from constrain.cfg.ir import Grammar
 from constrain.cfg.lexer import LexerDFA
 from constrain.engine import cfg_kernels
 from constrain.engine.matcher import CompiledConstraint, HistoryMatcher, bitmask_words
+from constrain.errors import ConstraintTooLarge
 from constrain.vocab import Vocabulary
+
+_MISSING = object()
 
 
 class _Job:
@@ -67,7 +70,8 @@ class CompiledGrammar(CompiledConstraint):
         self.parser = EarleyGrammar(grammar, max_dfa_states=max_dfa_states)
         self.words = bitmask_words(len(vocab))
         self.max_lexer_states = max_lexer_states
-        self._lexers: dict[tuple, LexerDFA] = {}
+        self._lexers: dict[tuple, LexerDFA | None] = {}
+        self._stack = cfg_kernels.TableStack(self.parser._tables)
         self._jobs: OrderedDict[tuple, _Job] = OrderedDict()
         self._cache_jobs = cache_jobs
         # full text masks keyed by the exact lexer entries (origins by uid: nodes are immutable
@@ -90,6 +94,7 @@ class CompiledGrammar(CompiledConstraint):
             "mask_hits": 0,
             "sub_hits": 0,
             "view_hits": 0,
+            "split_lexers": 0,
             "deferred": 0,
         }
         # origin levels seen by a mask walk, then by the retries of what it deferred; the
@@ -104,20 +109,33 @@ class CompiledGrammar(CompiledConstraint):
         return CFGMatcher(self)
 
     # ---- caches ------------------------------------------------------------------------------
-    def lexer(self, key: tuple[tuple[int, int], ...]) -> LexerDFA:
-        lx = self._lexers.get(key)
-        if lx is None:
+    def lexer(self, key: tuple[tuple[int, int], ...]) -> LexerDFA | None:
+        """The product lexer of ``key`` (Numba construction), or None if it passes
+        ``max_lexer_states``: the walk then splits the entries (see :meth:`_walk`) rather
+        than fail mid-generation on a grammar that compiled."""
+        lx = self._lexers.get(key, _MISSING)
+        if lx is _MISSING:
             p = self.parser
             for t, _ in key:
                 p.dfa(t)
             t0 = time.perf_counter()
-            lx = LexerDFA(key, p._tables, p._accs, max_states=self.max_lexer_states)
+            try:
+                lx = LexerDFA(
+                    key,
+                    p._tables,
+                    p._accs,
+                    max_states=self.max_lexer_states,
+                    product=self._stack.product,
+                )
+            except ConstraintTooLarge:
+                lx = None
+                self.stats["split_lexers"] += 1
             self.stats["lexer_s"] += time.perf_counter() - t0
             if len(self._lexers) > 20_000:
                 self._lexers.clear()
             self._lexers[key] = lx
             self.stats["lexers"] += 1
-        return lx
+        return lx  # type: ignore[return-value]
 
     def job(self, chain: tuple, lx: LexerDFA, roots: np.ndarray) -> _Job:
         j = self._jobs.get(chain)
@@ -277,6 +295,13 @@ class CompiledGrammar(CompiledConstraint):
         ``self._mark[trie node]`` records the last generation that walked below the node.
         """
         lx = self.lexer(key)
+        if lx is None:
+            # the product is too big: walk halves of the entries on their own.  Exact: the
+            # item set completed from a union of (origin, terminal) pairs is the union of
+            # the item sets, so its continuations are the union of theirs too
+            h = len(entries) // 2
+            d = self._walk(out, entries[:h], key[:h], roots, visited)
+            return d + self._walk(out, entries[h:], key[h:], roots, visited)
         if lx.start < 0:
             return []
         rk = _roots_key(roots)
@@ -321,8 +346,8 @@ class CompiledGrammar(CompiledConstraint):
         hit = self._subs.get(skey)
         if hit is None:
             lx = self.lexer(y.key)
-            j = self.job((y.key, skey[1]), lx, nodes)
-            if not j.bnd:  # a leaf: the walk's own result, no recursion, no scratch mask
+            j = None if lx is None else self.job((y.key, skey[1]), lx, nodes)
+            if j is not None and not j.bnd:  # a leaf: the walk's own result, no recursion
                 hit = (j.idx, j.vals, ())
             else:
                 tmp = np.zeros(self.words, dtype=np.uint32)
