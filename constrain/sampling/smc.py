@@ -34,6 +34,7 @@ from constrain.sampling.lcd import batch_masks, lcd_sample
 from constrain.sampling.stats import SamplingStats
 
 METHODS = ("lcd", "awrs", "smc")
+MASK_PROBE = 8  # a row on masked steps tries AWRS again every MASK_PROBE steps
 
 
 class Decoder(Protocol):
@@ -189,10 +190,11 @@ def run(
     toks: list[list[int]] = [[] for _ in range(n)]
     phi_last = np.zeros(n)
     step_method = proposal if method == "smc" else method
-    # adaptive: a row whose last step needed the mask tries only a few draws before the next
-    # mask (where the model fights the constraint); the choice depends only on past steps,
-    # so every draw stays exact
-    row_rejects = [max_rejects] * n
+    # adaptive, from past steps only (so every draw stays exact and every weight properly
+    # weighted): a row whose last step needed the full mask (the model fights the constraint
+    # there) takes masked steps -- exact draw, exact local Z -- and probes AWRS again every
+    # MASK_PROBE steps with only a few draws before its mask
+    fallback = [0] * n  # consecutive steps of each row that needed the full mask
     lazy = step_method != "lcd"
     temp = 1.0 if greedy else temperature
 
@@ -214,15 +216,20 @@ def run(
             masks = batch_masks([matchers[i] for i in active], len(vocab))
             stats.masks += len(active)
         for j, i in enumerate(active):
-            prop = Proposal(logits[i], temp, top_k, top_p, lazy=lazy)
+            fb = fallback[i]
+            mask_step = lazy and not greedy and fb > 0 and fb % MASK_PROBE != 0
+            prop = Proposal(logits[i], temp, top_k, top_p, lazy=lazy and not mask_step)
             chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
             if step_method == "lcd":
                 d = lcd_sample(prop, chk, row_rng[i], greedy=greedy, mask=masks[j])
             elif greedy:
                 d = greedy_sample(prop, chk, max_rejects=max_rejects)
+            elif mask_step:
+                d = lcd_sample(prop, chk, row_rng[i])
+                stats.masked_steps += 1
             else:
-                d = awrs_sample(prop, chk, row_rng[i], max_rejects=row_rejects[i])
-                row_rejects[i] = min(4, max_rejects) if d.used_mask else max_rejects
+                d = awrs_sample(prop, chk, row_rng[i], max_rejects=min(4, max_rejects) if fb else max_rejects)
+            fallback[i] = fb + 1 if d.used_mask else 0
             if step_method == "awrs":
                 stats.masks_avoided += 0 if d.used_mask else 1
                 stats.fallbacks += int(d.used_mask)
@@ -275,7 +282,7 @@ def run(
             toks = [list(toks[k]) for k in idx]
             done, alive, ended_eos, phi_last = done[idx], alive[idx], ended_eos[idx], phi_last[idx]
             nxt = [nxt[k] for k in idx]
-            row_rejects = [row_rejects[k] for k in idx]
+            fallback = [fallback[k] for k in idx]
         step_tokens = np.array(nxt, dtype=np.int64)
         stats.engine_time += time.perf_counter() - te
         if reorder:

@@ -12,7 +12,9 @@ class SamplingStats:
     ``checks`` counts calls to ``Matcher.check`` (cache misses only), ``budget_checks`` the
     extra budget look-ups, ``masks`` the full-vocabulary masks computed and
     ``masks_avoided`` the steps where a sampler chose a token without one: the saving AWRS
-    exists for.  Times are seconds; ``engine_time`` is everything the sampler does outside
+    exists for.  ``fallbacks`` counts AWRS steps that used a mask, ``masked_steps`` those of
+    them taken by plain masking because the row's previous step needed the mask too (see
+    :func:`constrain.sampling.smc.run`).  Times are seconds; ``engine_time`` is everything the sampler does outside
     the model forward pass.
     """
 
@@ -24,6 +26,7 @@ class SamplingStats:
     masks: int = 0
     masks_avoided: int = 0
     fallbacks: int = 0
+    masked_steps: int = 0
     rejections: int = 0
     resamples: int = 0
     dead_particles: int = 0
