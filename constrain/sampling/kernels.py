@@ -8,8 +8,9 @@ every token of block ``b`` carries ``bound_b = exp(min(bm_b, thr) - max)``.  A r
 head-vs-envelope by mass, then a head token by its weight, or a uniform token of an
 envelope block accepted with probability ``exp(x_t - max) / bound_b`` (head tokens are
 rejected there: their mass is all in the head part).  Accepted draws are exactly
-distributed as ``softmax(x)``.  ``us`` holds three uniforms per round; ``-1`` means every
-round was rejected (the caller falls back to the full distribution).
+distributed as ``softmax(x)``.  ``us`` holds three uniforms per round; a draw whose rounds
+were all rejected ends the batch early (the caller falls back to the full distribution:
+failed rounds carry no information about the value, so that stays exact).
 """
 
 from __future__ import annotations
