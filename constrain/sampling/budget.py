@@ -11,6 +11,7 @@ samplers evaluate it only for tokens they draw, never for the whole vocabulary.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -104,8 +105,9 @@ def budget_mask(matcher: Matcher, allowed: np.ndarray, remaining: int | None) ->
     """``allowed`` restricted to the tokens that fit the budget (whole-vocabulary version).
 
     Used by the Hugging Face ``LogitsProcessor``, which must hand ``generate`` a full mask.
-    DFA matchers are vectorised over the vocabulary with the target-state kernel and skipped
-    entirely while ``remaining - 1`` exceeds every state's distance; other matchers are
+    DFA matchers are vectorised over the vocabulary with the target-state kernel (its
+    per-token distances cached per state) and skipped entirely while ``remaining - 1``
+    exceeds every state's distance; other matchers are
     checked token by token (only while the budget is within reach of the longest token).
     """
     if remaining is None:
@@ -113,16 +115,9 @@ def budget_mask(matcher: Matcher, allowed: np.ndarray, remaining: int | None) ->
     parts = _dfa_parts(matcher)
     if parts is not None:
         dfa, state = parts
-        dist = dfa.distances
-        if remaining - 1 >= int(dist.max(initial=0)):
+        if remaining - 1 >= _max_distance(dfa):
             return allowed
-        targets = _token_targets(matcher, state)
-        ok = np.zeros(len(allowed), dtype=bool)
-        live = targets >= 0
-        ok[live] = dist[targets[live]] <= remaining - 1
-        for e in matcher.vocab.eos_token_ids:
-            ok[e] = True
-        return allowed & ok
+        return allowed & (_target_distances(matcher, dfa, state) <= remaining - 1)
     out = allowed.copy()
     d = matcher.shortest_completion_bytes()
     longest = _longest_token(matcher)
@@ -150,6 +145,35 @@ def _vocab_arrays(vocab) -> tuple[np.ndarray, np.ndarray]:
         got = (offsets, data)
         _TARGET_DATA[key] = got
     return got
+
+
+_TARGET_DIST: OrderedDict[tuple[int, int, int], tuple[object, object, np.ndarray]] = OrderedDict()
+_TARGET_DIST_STATES = 32  # 0.5 MB each at a 128k vocabulary
+
+
+def _target_distances(matcher: Matcher, dfa, state: int) -> np.ndarray:
+    """Per token: the shortest completion after it from ``state`` (0 for EOS, int32 max for a
+    token the DFA rejects), cached per (DFA, vocabulary, state) with LRU eviction.
+
+    It depends only on the state, so the budget mask of a state the decoding revisits is one
+    comparison instead of a DFA run over every token of the vocabulary each step.
+    """
+    vocab = matcher.vocab
+    key = (id(dfa), id(vocab), state)
+    got = _TARGET_DIST.get(key)
+    if got is not None and got[0] is dfa and got[1] is vocab:
+        _TARGET_DIST.move_to_end(key)
+        return got[2]
+    targets = _token_targets(matcher, state)
+    td = np.full(len(targets), np.iinfo(np.int32).max, dtype=np.int32)
+    live = targets >= 0
+    td[live] = np.asarray(dfa.distances)[targets[live]]
+    for e in vocab.eos_token_ids:
+        td[e] = 0
+    _TARGET_DIST[key] = (dfa, vocab, td)
+    if len(_TARGET_DIST) > _TARGET_DIST_STATES:
+        _TARGET_DIST.popitem(last=False)
+    return td
 
 
 def _token_targets(matcher: Matcher, state: int) -> np.ndarray:
