@@ -491,7 +491,7 @@ class _SmallBlockProposal(Proposal):
 
     __slots__ = ()
     EBLOCK = 256
-    LAZY_HEAD_BLOCKS = 1 << 20
+    LAZY_HEAD_SHARE = 1.0
 
 
 @settings(max_examples=25, deadline=None)
@@ -635,3 +635,20 @@ def test_awrs_rows_that_fall_back_to_masking_stay_exact_and_properly_weighted():
         assert total_variation({k: v / n for k, v in c.items()}, lcd_exact) < 0.05
         assert total_variation(weighted_distribution(r), post) < 0.12
         assert abs(math.exp(r.log_ml) - z) < 0.3 * z
+
+
+def test_lazy_draw_is_used_for_peaked_and_skipped_for_flat_distributions():
+    """Peaked logits (head tokens in a few envelope blocks) draw without the full softmax;
+    flat ones (head tokens in most blocks) materialise it, which is cheaper there."""
+    rng = np.random.default_rng(0)
+    n = 20 * Proposal.EBLOCK
+    peaked = rng.normal(0, 1, size=n).astype(np.float32)
+    peaked[[5, 3 * Proposal.EBLOCK + 1, 17 * Proposal.EBLOCK + 9]] = 14.0  # 3 of 20 blocks
+    p = Proposal(peaked)
+    p.draw(rng)
+    p.draw(rng)
+    assert not p.materialized
+    flat = rng.normal(0, 1, size=n).astype(np.float32)
+    q = Proposal(flat)
+    q.draw(rng)
+    assert q.materialized
