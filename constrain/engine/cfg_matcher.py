@@ -219,11 +219,11 @@ class CompiledGrammar(CompiledConstraint):
         view = self.parser.view
         depth = self.view_depths[0]
         seen: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
-        real: dict[int, list[Node]] = {}
+        real: dict[int, dict[int, Node]] = {}  # view uid -> the real origins it stands for
         for t, q, o in pos.entries:
             v = view(o, depth)
             seen[(t, q, v.uid)] = (t, q, v)
-            real.setdefault(v.uid, []).append(o)
+            real.setdefault(v.uid, {})[o.uid] = o
         vkey = tuple(seen)
         vhit = self._vmasks.get(vkey)
         if vhit is None:
@@ -243,7 +243,7 @@ class CompiledGrammar(CompiledConstraint):
             out = out.copy()
             for done, chain, nodes in deferred:
                 self.stats["deferred"] += 1
-                pairs = tuple((r, t) for v, t in done for r in real[v.uid])
+                pairs = tuple((r, t) for v, t in done for r in real[v.uid].values())
                 self._resolve(out, pairs, chain, nodes, 1)
         self._masks[mkey] = out
         if len(self._masks) > self._cache_masks:
