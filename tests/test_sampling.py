@@ -369,6 +369,23 @@ def test_budget_rule_fast_path_matches_reference():
             assert np.array_equal(budget_mask(m, allowed, remaining), ref)
 
 
+def test_budget_mask_with_distances_beyond_one_byte():
+    """Distances >= 255 are cached in a wider integer type (no wrap-around)."""
+    vocab = toy_vocab()
+    compiled = constrain.compile(constrain.regex(r"(ab){140}x|cd"), vocab)
+    for pre in ([], [4], [4] * 10):
+        m = compiled.matcher()
+        m.advance_many(pre)
+        allowed = m.mask()
+        for remaining in (1, 3, 250, 262, 270, 279, 280, 281):
+            ref = np.zeros(len(vocab), dtype=bool)
+            for t in np.flatnonzero(allowed):
+                m2 = m.copy()
+                m2.advance(int(t))
+                ref[t] = t == EOS or m2.shortest_completion_bytes() <= remaining - 1
+            assert np.array_equal(budget_mask(m, allowed, remaining), ref), (pre, remaining)
+
+
 def test_dead_end_gives_zero_weight_not_a_crash():
     # after 'a' the regex needs 'c', which no token provides
     vocab = constrain.Vocabulary.from_token_bytes([b"a", b"b", None], eos_token_ids=(2,))

@@ -148,31 +148,41 @@ def _vocab_arrays(vocab) -> tuple[np.ndarray, np.ndarray]:
 
 
 _TARGET_DIST: OrderedDict[tuple[int, int, int], tuple[object, object, np.ndarray]] = OrderedDict()
-_TARGET_DIST_STATES = 32  # 0.5 MB each at a 128k vocabulary
+_TARGET_DIST_BYTES = 32 << 20  # LRU bound: 256 states of a 128k vocabulary at one byte a token
+_target_dist_bytes = 0
 
 
 def _target_distances(matcher: Matcher, dfa, state: int) -> np.ndarray:
-    """Per token: the shortest completion after it from ``state`` (0 for EOS, int32 max for a
-    token the DFA rejects), cached per (DFA, vocabulary, state) with LRU eviction.
+    """Per token: the shortest completion after it from ``state`` (0 for EOS, a value above
+    every state's distance for a token the DFA rejects), cached per (DFA, vocabulary, state).
 
     It depends only on the state, so the budget mask of a state the decoding revisits is one
-    comparison instead of a DFA run over every token of the vocabulary each step.
+    comparison instead of a DFA run over every token of the vocabulary each step.  Stored in
+    the smallest integer type above the DFA's largest distance (one byte a token for most
+    constraints) so a whole decoding path's states fit the LRU bound: a bound smaller than
+    the path (repeated runs through ~40 states with room for 32) missed on every step.
+    Callers compare only while ``remaining - 1`` is below the largest distance.
     """
+    global _target_dist_bytes
     vocab = matcher.vocab
     key = (id(dfa), id(vocab), state)
     got = _TARGET_DIST.get(key)
     if got is not None and got[0] is dfa and got[1] is vocab:
         _TARGET_DIST.move_to_end(key)
         return got[2]
+    top = _max_distance(dfa)
+    dtype = np.uint8 if top < 255 else np.int16 if top < 32767 else np.int32
     targets = _token_targets(matcher, state)
-    td = np.full(len(targets), np.iinfo(np.int32).max, dtype=np.int32)
+    td = np.full(len(targets), np.iinfo(dtype).max, dtype=dtype)
     live = targets >= 0
     td[live] = np.asarray(dfa.distances)[targets[live]]
     for e in vocab.eos_token_ids:
         td[e] = 0
     _TARGET_DIST[key] = (dfa, vocab, td)
-    if len(_TARGET_DIST) > _TARGET_DIST_STATES:
-        _TARGET_DIST.popitem(last=False)
+    _target_dist_bytes += td.nbytes
+    while _target_dist_bytes > _TARGET_DIST_BYTES and len(_TARGET_DIST) > 1:
+        _, (_, _, old) = _TARGET_DIST.popitem(last=False)
+        _target_dist_bytes -= old.nbytes
     return td
 
 
