@@ -95,6 +95,7 @@ class Node:
     __slots__ = (
         "uid",
         "items",
+        "origins",
         "waiting",
         "accepting",
         "expected",
@@ -107,8 +108,12 @@ class Node:
 
     def __init__(self) -> None:
         self.uid = next(_uids)
-        self.items: list[tuple[int, int, Node]] = []
-        self.waiting: dict[int, list[tuple[int, int, Node]]] = {}
+        # items are (production, dot, k): the origin is origins[k], or this node if k < 0.
+        # Plain int tuples (and a dict of them) are untracked by Python's cyclic GC, whose
+        # full collections otherwise walk ~13 item tuples per node ever built (mask pauses)
+        self.items: tuple[tuple[int, int, int], ...] = ()
+        self.origins: tuple[Node, ...] = ()
+        self.waiting: dict[int, tuple[tuple[int, int, int], ...]] = {}
         self.accepting = False
         self.expected: tuple[int, ...] = ()
         # lexer entries started here, canonical order, and their (terminal, state) key
@@ -117,6 +122,34 @@ class Node:
         self._need: dict[int, int] | None = None
         self._best: int | None = None
         self._views: dict[int, Node] | None = None
+
+    def full_items(self) -> list[tuple[int, int, Node]]:
+        """Items with their origin nodes: ``(production, dot, origin)``."""
+        origins = self.origins
+        return [(p, d, self if k < 0 else origins[k]) for p, d, k in self.items]
+
+    def _set_items(self, full: list[tuple[int, int, Node]], prods: list) -> None:
+        """Store ``full`` items compactly and index the unfinished ones by their next symbol."""
+        index: dict[int, int] = {}
+        origins: list[Node] = []
+        items = []
+        waiting: dict[int, list[tuple[int, int, int]]] = {}
+        for p, d, o in full:
+            if o is self:
+                k = -1
+            else:
+                k = index.get(o.uid, -2)
+                if k == -2:
+                    k = index[o.uid] = len(origins)
+                    origins.append(o)
+            it = (p, d, k)
+            items.append(it)
+            rhs = prods[p][1]
+            if d < len(rhs):
+                waiting.setdefault(rhs[d], []).append(it)
+        self.items = tuple(items)
+        self.origins = tuple(origins)
+        self.waiting = {s: tuple(v) for s, v in waiting.items()}
 
     def __repr__(self) -> str:
         return f"Node(uid={self.uid}, items={len(self.items)}, accepting={self.accepting})"
@@ -256,8 +289,8 @@ class EarleyGrammar:
         by_lhs = self.by_lhs
         nt = self.n_terminals
         seen: set[tuple[int, int, int]] = set()
-        items = node.items
-        waiting = node.waiting
+        items: list[tuple[int, int, Node]] = []
+        waiting: dict[int, list[tuple[int, int, Node]]] = {}
         predicted: set[int] = set()
         completed_here: set[int] = set()
         work = [(p, d, node if o is None else o) for p, d, o in seeds]
@@ -276,8 +309,9 @@ class EarleyGrammar:
                     for wp, wd, wo in waiting.get(lhs, ()):
                         work.append((wp, wd + 1, wo))
                 else:
-                    for wp, wd, wo in org.waiting.get(lhs, ()):
-                        work.append((wp, wd + 1, wo))
+                    origins = org.origins
+                    for wp, wd, wk in org.waiting.get(lhs, ()):
+                        work.append((wp, wd + 1, org if wk < 0 else origins[wk]))
                 continue
             s = rhs[d]
             waiting.setdefault(s, []).append(it)
@@ -299,6 +333,7 @@ class EarleyGrammar:
         if len(self._intern) > 500_000:
             self._intern.clear()
         self._intern[ikey] = node
+        node._set_items(items, self.prods)
         node.accepting = any(ip == self.aug_prod and idot == 1 for ip, idot, _ in items)
         exp = sorted(s for s in waiting if s < nt)
         node.expected = tuple(exp)
@@ -327,23 +362,13 @@ class EarleyGrammar:
             if v is not None:
                 return v
         view = self.view
-        seen: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
-        for p, d, o in node.items:
-            ov = None if o is node else view(o, k - 1)
-            seen[(p, d, 0 if ov is None else ov.uid)] = (p, d, ov)  # type: ignore[assignment]
+        sub = tuple(view(o, k - 1) for o in node.origins)
+        seen = {(p, d, 0 if j < 0 else sub[j].uid): (p, d, j) for p, d, j in node.items}
         ikey = frozenset(seen)
         v = self._view_intern.get(ikey)
         if v is None:
             v = Node()
-            prods = self.prods
-            items = v.items
-            waiting = v.waiting
-            for p, d, o in seen.values():
-                it = (p, d, v if o is None else o)
-                items.append(it)
-                rhs = prods[p][1]
-                if d < len(rhs):
-                    waiting.setdefault(rhs[d], []).append(it)
+            v._set_items([(p, d, v if j < 0 else sub[j]) for p, d, j in seen.values()], self.prods)
             v.accepting = node.accepting
             v.expected = node.expected
             v.fresh = tuple((t, q, v) for t, q, _ in node.fresh)
@@ -366,9 +391,11 @@ class EarleyGrammar:
             seeds = []
             for o, t in done:
                 if t in self.ignore_set:
-                    seeds.extend(o.items)
-                if t in o.waiting:
-                    seeds.extend((p, d + 1, org) for p, d, org in o.waiting[t])
+                    seeds.extend(o.full_items())
+                w = o.waiting.get(t)
+                if w:
+                    origins = o.origins
+                    seeds.extend((p, d + 1, o if k < 0 else origins[k]) for p, d, k in w)
             node = self.build_node(seeds)
         if len(self._complete_cache) > 200_000:
             self._complete_cache.clear()
@@ -435,7 +462,7 @@ class EarleyGrammar:
             changed = True
             while changed:
                 changed = False
-                for p, d, org in node.items:
+                for p, d, org in node.full_items():
                     lhs, rhs = self.prods[p]
                     if d == len(rhs):
                         continue
