@@ -186,6 +186,13 @@ def _target_distances(matcher: Matcher, dfa, state: int) -> np.ndarray:
     return td
 
 
+def clear_target_cache() -> None:
+    """Drop the cached per-state budget distances (benchmarks of cold-cache masking)."""
+    global _target_dist_bytes
+    _TARGET_DIST.clear()
+    _target_dist_bytes = 0
+
+
 def _token_targets(matcher: Matcher, state: int) -> np.ndarray:
     from constrain.engine import kernels
 
