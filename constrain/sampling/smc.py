@@ -198,6 +198,7 @@ def run(
     lazy = step_method != "lcd"
     temp = 1.0 if greedy else temperature
 
+    active: list[int] | None = None  # rows alive and unfinished, recomputed when that changes
     t0 = time.perf_counter()
     logits = decoder.start(n)
     stats.model_time += time.perf_counter() - t0
@@ -209,13 +210,15 @@ def run(
         # per-step bookkeeping in plain Python where it is per row (no small-array numpy
         # calls: at one row they cost more than the sampler's own work)
         nxt = [pad] * n
-        active = np.flatnonzero(alive & ~done).tolist()
+        if active is None:  # only after rows finished, died or were reordered
+            active = np.flatnonzero(alive & ~done).tolist()
         running = len(active)  # rows still alive and unfinished after this step
+        stepped = active
         masks = None
         if step_method == "lcd" and active:
             masks = batch_masks([matchers[i] for i in active], len(vocab))
             stats.masks += len(active)
-        for j, i in enumerate(active):
+        for j, i in enumerate(stepped):
             fb = fallback[i]
             mask_step = lazy and not greedy and fb > 0 and fb % MASK_PROBE != 0
             prop = Proposal(logits[i], temp, top_k, top_p, lazy=lazy and not mask_step)
@@ -251,6 +254,8 @@ def run(
                 done[i] = True
                 ended_eos[i] = True
                 running -= 1
+        if running != len(stepped):
+            active = None
         last = step == max_new_tokens - 1 or running == 0
         if method == "smc" and potential is not None and ((step + 1) % potential_every == 0 or last):
             for i in np.flatnonzero(alive):
@@ -259,6 +264,7 @@ def run(
                 phi_last[i] = val
                 if val == -math.inf:
                     alive[i] = False
+                    active = None
         if method == "smc":
             for g in range(groups):
                 if not alive[g * size : (g + 1) * size].any():
@@ -278,6 +284,7 @@ def run(
                     stats.resamples += 1
         reorder = idx is not None and bool((idx != np.arange(n)).any())
         if reorder:
+            active = None
             matchers = [matchers[k].copy() for k in idx]
             toks = [list(toks[k]) for k in idx]
             done, alive, ended_eos, phi_last = done[idx], alive[idx], ended_eos[idx], phi_last[idx]
