@@ -132,3 +132,23 @@ def test_numba_product_equals_python_product(case, max_states) -> None:
         lr = LexerDFA(key, tables, accs, max_states=max_states)
         assert np.array_equal(lx.accept, lr.accept)
         assert all(lx.completing[s] == lr.completing[s] for s in range(lx.n_states))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=40),
+    st.lists(st.tuples(st.integers(0, 39), st.integers(0, 2**32 - 1)), max_size=30),
+)
+def test_sparse_word_kernels_match_references(words, pairs) -> None:
+    w = np.array(words, dtype=np.uint32)
+    w[::3] = 0  # zeros to skip
+    idx, vals = cfg_kernels.sparsify(w)
+    ridx, rvals = cfg_kernels.reference_sparsify(w)
+    assert np.array_equal(idx, ridx) and np.array_equal(vals, rvals) and idx.dtype == np.int32
+    pairs = [(i % len(w), v) for i, v in pairs]
+    pi = np.array([i for i, _ in pairs], dtype=np.int32)
+    pv = np.array([v for _, v in pairs], dtype=np.uint32)
+    a, b = w.copy(), w.copy()
+    cfg_kernels.or_sparse(a, pi, pv)
+    cfg_kernels.reference_or_sparse(b, pi, pv)
+    assert np.array_equal(a, b)

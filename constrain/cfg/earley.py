@@ -383,6 +383,8 @@ class EarleyGrammar:
         """The node after terminals complete: ``done`` is ``{(origin node, terminal id)}``."""
         hit = self._complete_cache.get(done)
         if hit is not None:
+            if hit is self.horizon:  # remembered: this completion reaches past a view
+                raise HorizonReached
             return hit
         origins = {o for o, _ in done}
         if len(origins) == 1 and all(t in self.ignore_set for _, t in done):
@@ -396,7 +398,11 @@ class EarleyGrammar:
                 if w:
                     origins = o.origins
                     seeds.extend((p, d + 1, o if k < 0 else origins[k]) for p, d, k in w)
-            node = self.build_node(seeds)
+            try:
+                node = self.build_node(seeds)
+            except HorizonReached:
+                self._complete_cache[done] = self.horizon
+                raise
         if len(self._complete_cache) > 200_000:
             self._complete_cache.clear()
         self._complete_cache[done] = node

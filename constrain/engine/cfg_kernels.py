@@ -272,3 +272,40 @@ class TableStack:
         if n < 0:
             return None
         return states, table
+
+
+@njit(cache=True, nogil=True)
+def or_sparse(out: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
+    """``out[idx] |= vals`` without numpy's per-call overhead (µs on the small sets of a mask)."""
+    for i in range(idx.shape[0]):
+        out[idx[i]] |= vals[i]
+
+
+@njit(cache=True, nogil=True)
+def sparsify(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero words of ``words`` as ``(int32 indices, values)``, in one pass."""
+    n = 0
+    for i in range(words.shape[0]):
+        if words[i]:
+            n += 1
+    idx = np.empty(n, dtype=np.int32)
+    vals = np.empty(n, dtype=words.dtype)
+    n = 0
+    for i in range(words.shape[0]):
+        if words[i]:
+            idx[n] = i
+            vals[n] = words[i]
+            n += 1
+    return idx, vals
+
+
+def reference_or_sparse(out: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
+    """Plain-Python :func:`or_sparse` (repeated indices OR in turn)."""
+    for i, v in zip(idx.tolist(), vals.tolist(), strict=True):
+        out[i] = int(out[i]) | v
+
+
+def reference_sparsify(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Plain-Python :func:`sparsify`."""
+    nz = [(i, int(w)) for i, w in enumerate(words.tolist()) if w]
+    return np.array([i for i, _ in nz], dtype=np.int32), np.array([w for _, w in nz], dtype=words.dtype)

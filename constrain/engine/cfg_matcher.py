@@ -30,6 +30,7 @@ from constrain.cfg.earley import EarleyGrammar, HorizonReached, Node, Pos
 from constrain.cfg.ir import Grammar
 from constrain.cfg.lexer import LexerDFA
 from constrain.engine import cfg_kernels
+from constrain.engine.cfg_kernels import or_sparse, sparsify
 from constrain.engine.matcher import CompiledConstraint, HistoryMatcher, bitmask_words
 from constrain.errors import ConstraintTooLarge
 from constrain.vocab import Vocabulary
@@ -281,7 +282,7 @@ class CompiledGrammar(CompiledConstraint):
         for ch, nn in self._subtree(out, v, nodes):
             self._resolve(out, pairs, chain + ch, nn, 1)
 
-    def _walk(self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, int]) -> list:
+    def _walk(self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, np.ndarray]) -> list:
         """OR into ``out`` the tokens viable below ``roots`` when ``entries`` start there.
 
         Returns the deferred subtrees ``(done, chain, trie nodes)``: completing ``done``
@@ -291,8 +292,9 @@ class CompiledGrammar(CompiledConstraint):
 
         Reaching the same parser node at the same trie node twice (a run of ignored spaces
         ends at every depth) would walk the same subtree again, exponentially often; so
-        ``visited`` gives each parser node of this mask a generation number, and
-        ``self._mark[trie node]`` records the last generation that walked below the node.
+        ``visited`` keeps, per parser node of this mask, the trie nodes already walked below
+        it, and a second visit drops those (marked in ``self._mark`` with a fresh
+        generation).  The first visit, by far the most common, costs one dict store.
         """
         lx = self.lexer(key)
         if lx is None:
@@ -307,7 +309,7 @@ class CompiledGrammar(CompiledConstraint):
         rk = _roots_key(roots)
         j = self.job((key, rk), lx, roots)
         if len(j.idx):
-            out[j.idx] |= j.vals
+            or_sparse(out, j.idx, j.vals)
         complete = self.parser.complete
         deferred: list = []
         for s, nodes in j.bnd:
@@ -319,14 +321,16 @@ class CompiledGrammar(CompiledConstraint):
                 continue
             if not y.key:
                 continue
-            g = visited.get(y.uid)
-            if g is None:
-                g = visited[y.uid] = self._next_gen()
-            else:
+            prev = visited.get(y.uid)
+            if prev is None:
+                visited[y.uid] = nodes
+            else:  # rare (runs of ignored text): drop the trie nodes already walked for y
+                g = self._next_gen()
+                self._mark[prev] = g
                 nodes = nodes[self._mark[nodes] != g]
                 if not len(nodes):
                     continue
-            self._mark[nodes] = g
+                visited[y.uid] = np.concatenate((prev, nodes))
             for ch, nn in self._subtree(out, y, nodes):
                 deferred.append((done, ch, nn))
         return deferred
@@ -351,12 +355,9 @@ class CompiledGrammar(CompiledConstraint):
                 hit = (j.idx, j.vals, ())
             else:
                 tmp = np.zeros(self.words, dtype=np.uint32)
-                g = self._next_gen()
-                self._mark[nodes] = g
-                d = self._walk(tmp, y.fresh, y.key, nodes, {y.uid: g})
-                idx = np.flatnonzero(tmp).astype(np.int32)
+                d = self._walk(tmp, y.fresh, y.key, nodes, {y.uid: nodes})
                 chains = tuple((((frozenset(t for _, t in done),) + ch), nn) for done, ch, nn in _dedupe(d))
-                hit = (idx, tmp[idx], chains)
+                hit = (*sparsify(tmp), chains)
             self._subs[skey] = hit
             if len(self._subs) > self._cache_jobs:
                 self._subs.popitem(last=False)
@@ -364,7 +365,7 @@ class CompiledGrammar(CompiledConstraint):
             self._subs.move_to_end(skey)
             self.stats["sub_hits"] += 1
         if len(hit[0]):
-            out[hit[0]] |= hit[1]
+            or_sparse(out, hit[0], hit[1])
         return hit[2]
 
 
