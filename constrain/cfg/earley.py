@@ -297,7 +297,7 @@ class EarleyGrammar:
         while work:
             it = work.pop()
             p, d, org = it
-            k = (p, d, org.uid)
+            k = (p, d, 0 if org is node else org.uid)  # self-origin as 0: the intern key
             if k in seen:
                 continue
             seen.add(k)
@@ -325,8 +325,7 @@ class EarleyGrammar:
         # hash-consing: equal item sets (self-origins as 0) are one node, so repetition through
         # left-recursive rules (array elements, object members) returns to the *same* node
         # and every cache keyed by node identity (completions, masks) hits again
-        me = node.uid
-        ikey = frozenset((p, d, 0 if o == me else o) for p, d, o in seen)
+        ikey = frozenset(seen)
         old = self._intern.get(ikey)
         if old is not None:
             return old
@@ -334,7 +333,8 @@ class EarleyGrammar:
             self._intern.clear()
         self._intern[ikey] = node
         node._set_items(items, self.prods)
-        node.accepting = any(ip == self.aug_prod and idot == 1 for ip, idot, _ in items)
+        aug = self.aug_prod
+        node.accepting = any(ip == aug and idot == 1 for ip, idot, _ in seen)
         exp = sorted(s for s in waiting if s < nt)
         node.expected = tuple(exp)
         starts = sorted(set(exp) | self.ignore_set)

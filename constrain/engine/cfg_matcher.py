@@ -75,7 +75,7 @@ class CompiledGrammar(CompiledConstraint):
         self._stack = cfg_kernels.TableStack(self.parser._tables)
         self._jobs: OrderedDict[tuple, _Job] = OrderedDict()
         self._cache_jobs = cache_jobs
-        # full text masks keyed by the exact lexer entries (origins by uid: nodes are immutable
+        # full text masks keyed by the exact lexer entries (origin nodes by identity: nodes are immutable
         # and never reused, so equal keys mean equal states), e.g. every token inside a string
         self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._cache_masks = cache_masks
@@ -203,7 +203,7 @@ class CompiledGrammar(CompiledConstraint):
     def text_mask_words(self, pos: Pos) -> np.ndarray:
         """uint32 words of the text tokens allowed at ``pos`` (EOS not included).
 
-        Exact states (origins by uid) hit ``_masks`` directly.  Otherwise the walk runs on
+        Exact states (the entries themselves, origins by identity) hit ``_masks`` directly.  Otherwise the walk runs on
         truncated views of the origins (:meth:`EarleyGrammar.view`), so it and all the work
         below it are shared by every context that looks the same within
         ``view_depths[0]`` origin levels.  The few subtrees whose tokens complete further
@@ -211,7 +211,7 @@ class CompiledGrammar(CompiledConstraint):
         completions and are finished by :meth:`_resolve` with deeper views, and at last
         with the real nodes.
         """
-        mkey = tuple((t, q, o.uid) for t, q, o in pos.entries)
+        mkey = pos.entries  # (terminal, state, origin node): nodes compare by identity
         hit = self._masks.get(mkey)
         if hit is not None:
             self._masks.move_to_end(mkey)
@@ -398,7 +398,7 @@ class CFGMatcher(HistoryMatcher):
         if self.terminated:
             out[:] = 0
             return
-        out[:] = self.compiled.text_mask_words(self.pos)
+        np.copyto(out, self.compiled.text_mask_words(self.pos))
         if self.pos.accepting:
             out |= self.vocab.eos_mask_words
 
