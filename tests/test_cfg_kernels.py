@@ -47,6 +47,7 @@ def test_lexer_walk_matches_reference(case, cap_shrink) -> None:
     bs = np.empty(cap, dtype=np.int32)
     nb = cfg_kernels.lexer_walk(
         table,
+        np.arange(256, dtype=np.intp),
         accept,
         start,
         roots,
@@ -95,7 +96,7 @@ def test_lexer_product_matches_per_entry_simulation(case) -> None:
     qs = [q for _, q in key]
     for b in data:
         qs = [int(tables[t][q, b]) if q >= 0 else -1 for (t, _), q in zip(key, qs, strict=True)]
-        s = int(lx.table[s, b]) if s >= 0 else -1
+        s = int(lx.table[s, lx.cls[b]]) if s >= 0 else -1
         alive = any(q >= 0 for q in qs)
         assert (s >= 0) == alive
         if not alive:
@@ -124,10 +125,10 @@ def test_numba_product_equals_python_product(case, max_states) -> None:
         assert got is None
     else:
         assert got is not None
-        assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+        assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1][:, got[2]], ref[1])
         stack = cfg_kernels.TableStack(tables)
         assert (got2 := stack.product(key, max_states)) is not None
-        assert np.array_equal(got2[0], ref[0]) and np.array_equal(got2[1], ref[1])
+        assert np.array_equal(got2[0], ref[0]) and np.array_equal(got2[1][:, got2[2]], ref[1])
         lx = LexerDFA(key, tables, accs, max_states=max_states, product=stack.product)
         lr = LexerDFA(key, tables, accs, max_states=max_states)
         assert np.array_equal(lx.accept, lr.accept)
@@ -152,3 +153,26 @@ def test_sparse_word_kernels_match_references(words, pairs) -> None:
     cfg_kernels.or_sparse(a, pi, pv)
     cfg_kernels.reference_or_sparse(b, pi, pv)
     assert np.array_equal(a, b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(walk_case(), st.lists(st.integers(0, 3), min_size=256, max_size=256))
+def test_lexer_walk_with_byte_classes_matches_expanded_table(case, cls_list) -> None:
+    """A class table (one column per byte class) walks like its 256-column expansion."""
+    table, accept, start, roots, trie, n_tokens = case
+    cls = np.array(cls_list, dtype=np.intp)
+    ctab = np.ascontiguousarray(
+        table[:, [int(np.flatnonzero(cls == c)[0]) if (cls == c).any() else 0 for c in range(4)]]
+    )
+    full = np.ascontiguousarray(ctab[:, cls])
+    out = np.zeros((n_tokens + 31) // 32, dtype=np.uint32)
+    bn = np.empty(4 * trie.n_nodes, dtype=np.int32)
+    bs = np.empty(4 * trie.n_nodes, dtype=np.int32)
+    args = (trie.byte, trie.depth, trie.next, trie.tok_start, trie.tok_end, trie.tokens, trie.max_depth)
+    nb = cfg_kernels.lexer_walk(ctab, cls, accept, start, roots, *args, out, bn, bs)
+    allowed, bnd = cfg_kernels.reference_walk(full, accept, start, roots, trie, n_tokens)
+    allowed2, bnd2 = cfg_kernels.reference_walk(ctab, accept, start, roots, trie, n_tokens, cls=cls)
+    bits = np.unpackbits(out.view(np.uint8), bitorder="little")[:n_tokens].astype(bool)
+    assert (bits == allowed).all() and (allowed2 == allowed).all()
+    assert nb == len(bnd) == len(bnd2)
+    assert Counter(zip(bn[:nb].tolist(), bs[:nb].tolist(), strict=True)) == Counter(bnd)

@@ -49,19 +49,23 @@ class _ProductCompleting:
         return c
 
 
-# (key, max_states) -> (state vectors, table), or None past max_states
-ProductBuilder = Callable[[tuple, int], "tuple[np.ndarray, np.ndarray] | None"]
+# (key, max_states) -> (state vectors, table, byte -> column of table), or None past max_states
+ProductBuilder = Callable[[tuple, int], "tuple[np.ndarray, np.ndarray, np.ndarray] | None"]
+
+_IDENTITY = np.arange(256, dtype=np.intp)
 
 
 class LexerDFA:
     """Product DFA of lexer entries; built eagerly (bounded) when first needed.
 
-    ``product``, if given, builds ``(state vectors, table)`` (None when over ``max_states``)
-    in place of the plain-Python breadth-first construction below, which is its reference
-    (the engine passes a Numba kernel: this layer stays pure Python).
+    ``product``, if given, builds ``(state vectors, table, byte -> column)`` (None when over
+    ``max_states``) in place of the plain-Python breadth-first construction below, which is
+    its reference (the engine passes a Numba kernel: this layer stays pure Python).  The
+    transition on byte ``b`` is ``table[s, cls[b]]``: a built product keeps one column per
+    byte class.
     """
 
-    __slots__ = ("key", "table", "accept", "completing", "start", "n_states")
+    __slots__ = ("key", "table", "cls", "accept", "completing", "start", "n_states")
 
     def __init__(
         self,
@@ -73,6 +77,7 @@ class LexerDFA:
         product: ProductBuilder | None = None,
     ) -> None:
         self.key = key
+        self.cls = _IDENTITY  # byte -> column of table (byte classes for a built product)
         k = len(key)
         if k == 0:
             self.table = np.full((0, 256), -1, dtype=np.int32)
@@ -97,7 +102,7 @@ class LexerDFA:
                 raise ConstraintTooLarge(
                     f"lexer automaton for {k} terminals passed {max_states} states", "max_lexer_states"
                 )
-            mat, self.table = built
+            mat, self.table, self.cls = built
         else:
             mat, self.table = _product_reference(key, tables, max_states)
         self.n_states = len(mat)

@@ -154,6 +154,7 @@ class CompiledGrammar(CompiledConstraint):
         while True:
             nb = cfg_kernels.lexer_walk(
                 lx.table,
+                lx.cls,
                 lx.accept,
                 lx.start,
                 roots,
