@@ -220,12 +220,10 @@ class CompiledGrammar(CompiledConstraint):
             return hit
         view = self.parser.view
         depth = self.view_depths[0]
+        views = [view(o, depth) for _, _, o in pos.entries]
         seen: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
-        real: dict[int, dict[int, Node]] = {}  # view uid -> the real origins it stands for
-        for t, q, o in pos.entries:
-            v = view(o, depth)
+        for (t, q, _), v in zip(pos.entries, views, strict=True):
             seen[(t, q, v.uid)] = (t, q, v)
-            real.setdefault(v.uid, {})[o.uid] = o
         vkey = tuple(seen)
         vhit = self._vmasks.get(vkey)
         if vhit is None:
@@ -243,6 +241,9 @@ class CompiledGrammar(CompiledConstraint):
         out, deferred = vhit
         if deferred:
             out = out.copy()
+            real: dict[int, dict[int, Node]] = {}  # view uid -> the real origins it stands for
+            for (_, _, o), v in zip(pos.entries, views, strict=True):
+                real.setdefault(v.uid, {})[o.uid] = o
             for done, chain, nodes in deferred:
                 self.stats["deferred"] += 1
                 pairs = tuple((r, t) for v, t in done for r in real[v.uid].values())
