@@ -99,7 +99,6 @@ class Node:
         "waiting",
         "accepting",
         "expected",
-        "fresh",
         "key",
         "_need",
         "_best",
@@ -116,12 +115,17 @@ class Node:
         self.waiting: dict[int, tuple[tuple[int, int, int], ...]] = {}
         self.accepting = False
         self.expected: tuple[int, ...] = ()
-        # lexer entries started here, canonical order, and their (terminal, state) key
-        self.fresh: tuple[tuple[int, int, Node], ...] = ()
+        # (terminal, start state) of the lexer entries started here, canonical order
         self.key: tuple[tuple[int, int], ...] = ()
         self._need: dict[int, int] | None = None
         self._best: int | None = None
         self._views: dict[int, Node] | None = None
+
+    @property
+    def fresh(self) -> tuple[tuple[int, int, Node], ...]:
+        """The lexer entries started here ``(terminal, state, self)``; built on demand, not
+        stored: kept per node they were a third of the objects the cyclic GC walks."""
+        return tuple([(t, q, self) for t, q in self.key])
 
     def full_items(self) -> list[tuple[int, int, Node]]:
         """Items with their origin nodes: ``(production, dot, origin)``."""
@@ -338,8 +342,7 @@ class EarleyGrammar:
         exp = sorted(s for s in waiting if s < nt)
         node.expected = tuple(exp)
         starts = sorted(set(exp) | self.ignore_set)
-        node.fresh = tuple((t, self.dfa(t).start, node) for t in starts)
-        node.key = tuple((t, q) for t, q, _ in node.fresh)
+        node.key = tuple((t, self.dfa(t).start) for t in starts)
         return node
 
     def view(self, node: Node, k: int) -> Node:
@@ -371,7 +374,6 @@ class EarleyGrammar:
             v._set_items([(p, d, v if j < 0 else sub[j]) for p, d, j in seen.values()], self.prods)
             v.accepting = node.accepting
             v.expected = node.expected
-            v.fresh = tuple((t, q, v) for t, q, _ in node.fresh)
             v.key = node.key
             if len(self._view_intern) > 500_000:
                 self._view_intern.clear()
@@ -428,8 +430,9 @@ class EarleyGrammar:
         node = None
         if done:
             node = self.complete(frozenset(done))
-            for t, q, o in node.fresh:
-                nxt[(t, q, o.uid)] = (t, q, o)
+            u = node.uid
+            for t, q in node.key:
+                nxt[(t, q, u)] = (t, q, node)
         entries = tuple(nxt[k] for k in sorted(nxt))
         return Pos(entries, node)
 
