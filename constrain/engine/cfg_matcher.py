@@ -11,8 +11,15 @@ part):
    ``{(origin node, terminal)}``) and yields the lexemes allowed next; the subtrees below the
    boundary nodes are walked with *those*, recursively.
 3. Every walk result is cached by ``(lexer key, trie nodes walked)``, which is all it depends
-   on, so results are reused across matcher states, sequences and forks.  In steady state (e.g. inside a JSON string)
-   a mask is a handful of dict lookups and sparse word ORs.
+   on, so results are reused across matcher states, sequences and forks.  In steady state
+   (e.g. inside a JSON string) a mask is a handful of dict lookups and sparse word ORs.
+4. The parser-dependent part is keyed by *views*, not by the real item sets: a view cuts the
+   origins ``view_depths[0]`` levels up (:meth:`EarleyGrammar.view`), so a mask computed in one
+   nesting context serves every context that looks the same that far up.  The few tokens
+   whose completions reach past the horizon (``"}}]``) raise :class:`HorizonReached` and are
+   *deferred*: :meth:`CompiledGrammar._resolve` finishes them with the real nodes.
+5. A product lexer over ``max_lexer_states`` never fails a mask: the walk splits the
+   entries and ORs the halves (the item set of a union of completions is the union).
 
 Compile is lazy: constructing :class:`CompiledGrammar` prepares the productions and the first
 item set only; terminal DFAs, lexer products and walks are built when first reached.
