@@ -84,6 +84,7 @@ def main() -> int:
     ap.add_argument("--tokenizer", default="llama3")
     ap.add_argument("--strings", type=int, default=8, help="sampled strings per regex")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(REGEXES), help="run just these regexes")
     ap.add_argument("--peer-timeout", type=float, default=60.0, help="outlines-core compile limit (s)")
     args = ap.parse_args()
 
@@ -116,6 +117,8 @@ def main() -> int:
     rows = []
     failures: dict[str, str] = {}
     for name, pattern in REGEXES.items():
+        if args.only and name not in args.only:
+            continue
         print(f"{name} ...", file=sys.stderr, flush=True)
         clear_cache()
         t = time.perf_counter()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import constrain
 from constrain.automata import ByteDFA
 from constrain.engine import kernels, reference
+from constrain.engine.dfa_matcher import CompiledDFA
 from constrain.engine.matcher import allocate_bitmask, bitmask_to_bool, bool_to_bitmask
 from constrain.errors import InvalidTokenError, TokenOutOfRange
 from constrain.vocab import Vocabulary
@@ -110,6 +111,26 @@ def test_fill_mask_equals_brute_force_on_real_vocab(vocab_name):
             np.testing.assert_array_equal(text_only, reference.dfa_mask(compiled.dfa, vocab, m.state))
             for t in rng.sample(range(len(vocab)), 300) + list(vocab.eos_token_ids):
                 assert m.check(t) == got[t]
+
+
+def test_fill_mask_with_a_small_lru_cache(llama3_vocab):
+    """With fewer cache slots than states, masks are evicted and recomputed: every fill still
+    equals the reference walk, whichever fast path (dense copy, sparse scatter) wrote it."""
+    vocab = llama3_vocab
+    dfa = constrain.regex(r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])").dfa
+    rng = random.Random(7)
+    for slots in (2, 5, 64):
+        compiled = CompiledDFA(dfa, vocab, cache_states=slots, precompute=False)
+        for _ in range(6):
+            text = dfa.random_string(rng).decode()
+            m = compiled.matcher()
+            for t in vocab.encode(text) + [vocab.eos_token_ids[0]]:
+                bm = np.full(compiled.words, -1, dtype=np.int32)  # garbage the fill must overwrite
+                m.fill_mask(bm)
+                got = bitmask_to_bool(bm, len(vocab))
+                np.testing.assert_array_equal(got, reference.matcher_mask_by_checks(m))
+                assert len(compiled._cache) <= slots and len(compiled._writer) <= slots  # memory stays bounded
+                m.advance(t)
 
 
 def test_matcher_contract_on_llama3(llama3_vocab):

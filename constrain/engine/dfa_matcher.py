@@ -41,6 +41,9 @@ class CompiledDFA(CompiledConstraint):
         # + scatter: that touches only the caller's buffer, not 16 KB of cold cached mask
         self._sparse: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._sparse_max = max(1, self.words // 16)
+        # state -> (word indices or None, words): the one lookup fill_mask needs while no mask
+        # can be evicted (every precomputed DFA); filled alongside the cache, cleared on eviction
+        self._writer: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
         self._cache_states = cache_states
         self._eos = set(vocab.eos_token_ids)
         self.stats = {"mask_walks": 0, "nodes_visited": 0}
@@ -83,6 +86,10 @@ class CompiledDFA(CompiledConstraint):
             old, _ = self._cache.popitem(last=False)
             del self._cache_i32[old]
             self._sparse.pop(old, None)
+        if len(self._cache) >= self._cache_states:
+            self._writer.clear()  # LRU order matters from now on: fill_mask takes the slow path
+        else:
+            self._writer[state] = self._sparse.get(state) or (None, self._cache_i32[state])
         return m
 
     def precompute(self) -> None:
@@ -112,6 +119,14 @@ class DFAMatcher(HistoryMatcher):
             bitmask[:] = 0
             return
         c = self.compiled
+        w = c._writer.get(self.pos)
+        if w is not None:  # the common case, kept to one dict lookup and one write
+            if w[0] is None:
+                np.copyto(bitmask, w[1], casting="unsafe")
+            else:
+                bitmask.fill(0)
+                bitmask[w[0]] = w[1]
+            return
         sp = c._sparse.get(self.pos)
         if sp is not None and len(c._cache) < c._cache_states:
             bitmask.fill(0)
