@@ -102,6 +102,11 @@ def test_end_to_end_table_plot_and_records(
     assert "| B | llguidance | 1 | 1 (100%) |" in printed
     assert "| TOTAL | constrain | 4 |" in printed
     assert (out / "summary.md").read_text() in printed
+    # each engine warmed up once in the one worker, reported apart from the timed columns
+    warm = [json.loads(line) for line in (out / "warmup.jsonl").read_text().splitlines()]
+    assert sorted(w["engine"] for w in warm) == ["constrain", "llguidance"]
+    assert all(w["seconds"] > 0 for w in warm)
+    assert "First-call cost per worker" in printed and "constrain " in printed.split("First-call cost")[1]
     assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
     st = ResultStore(out / "results.jsonl")
     st.load_only()

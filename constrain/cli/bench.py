@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         store.open(settings, resume=args.resume, overwrite=args.overwrite)
     except StoreError as exc:
         return _fail(str(exc))
+    if not args.resume:
+        (out / WARMUP_FILE).unlink(missing_ok=True)  # a fresh run reports its own worker starts
 
     gen_path = out / "generated.jsonl"
     generated = _load_generated(gen_path)
@@ -201,11 +204,16 @@ def run(args: argparse.Namespace) -> int:
         with gen_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"split": split, "id": sid, "values": values}) + "\n")
 
+    def on_warmup(engine: str, seconds: float) -> None:
+        with (out / WARMUP_FILE).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"engine": engine, "seconds": seconds}) + "\n")
+
     pool = WorkerPool(
         args.workers,
         config,
         Limits(timeout=args.timeout, generate=args.gen_timeout + 30),
         on_generated=on_generated,
+        on_warmup=on_warmup,
     )
     bar = _progress(total, args.no_progress)
 
@@ -237,6 +245,9 @@ def _finish(args, store, records, engines, markdown, plot, summarize) -> int:
     if versus:
         table += "\n" + versus
     out = store.path.parent
+    first = warmup_line(out / WARMUP_FILE)
+    if first:
+        table += "\n" + first
     (out / "summary.md").write_text(table, encoding="utf-8")
     print(table, end="")
     if not args.no_plot and rows:
@@ -246,6 +257,31 @@ def _finish(args, store, records, engines, markdown, plot, summarize) -> int:
         except ImportError:
             print("\n(matplotlib not installed: no plot; pip install 'constrain[plot]')", file=sys.stderr)
     return 0
+
+
+WARMUP_FILE = "warmup.jsonl"
+
+
+def warmup_line(path: Path) -> str:
+    """One line on the engines' first-call costs, paid once per worker before any timing."""
+    per: dict[str, list[float]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                d = json.loads(line)
+                per.setdefault(str(d["engine"]), []).append(float(d["seconds"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+    if not per:
+        return ""
+    parts = [
+        f"{e} {statistics.median(v):.2f} s (max {max(v):.2f} s, {len(v)} worker start{'s' if len(v) > 1 else ''})"
+        for e, v in per.items()
+    ]
+    return (
+        "First-call cost per worker (Numba JIT or cache load, lazy imports; paid on a warm-up schema "
+        "and excluded from the compile and mask times above): " + "; ".join(parts) + "\n"
+    )
 
 
 def _load_generated(path: Path) -> dict[tuple[str, str], list[Any]]:

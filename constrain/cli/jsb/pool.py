@@ -108,6 +108,7 @@ def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
                     except Exception as exc:  # noqa: BLE001 - no schema can run without its engine
                         conn.send(("fatal", f"cannot load {engine}: {type(exc).__name__}: {exc}"))
                         return
+                    conn.send(("warmup", engine, a.warm_up()))
                     adapters[engine] = a
                 conn.send(("phase", engine, "compile"))
                 rec = evaluate(
@@ -186,9 +187,11 @@ class WorkerPool:
         config: dict[str, Any],
         limits: Limits,
         on_generated: Callable[[str, str, list[Any]], None] | None = None,
+        on_warmup: Callable[[str, float], None] | None = None,
     ) -> None:
         self.generated: dict[tuple[str, str], list[Any]] = {}
         self.on_generated = on_generated
+        self.on_warmup = on_warmup
         if n < 1:
             raise ValueError("--workers must be at least 1")
         self.n = n
@@ -263,6 +266,9 @@ class WorkerPool:
                     w.job["generated"] = values
                 if self.on_generated is not None:
                     self.on_generated(split, sid, values)
+            elif kind == "warmup":
+                if self.on_warmup is not None:
+                    self.on_warmup(msg[1], msg[2])
             elif kind == "result":
                 rec = msg[1]
                 w.done_engines.append(rec["engine"])
