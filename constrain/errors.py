@@ -54,6 +54,15 @@ class UnsupportedSchemaError(ConstrainError):
         self.pointer = pointer
 
 
+class SchemaApproximationWarning(UserWarning):
+    """Lenient mode compiled a schema with places it over-approximates (listed in ``.warnings``).
+
+    One warning per ``json_schema`` call, so that a silent widening (a dropped ``maxLength``,
+    a pattern outside the supported dialect) is visible without strict mode; filter it with
+    ``warnings.simplefilter("ignore", SchemaApproximationWarning)``.
+    """
+
+
 class SchemaError(ConstrainError):
     """A JSON Schema is malformed (not a schema at all, bad $ref, wrong keyword type)."""
 

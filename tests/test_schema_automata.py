@@ -95,3 +95,38 @@ def test_pattern_is_a_search_and_ecma_classes():
 def test_minus_literals():
     d = sx.minus_literals(sx.any_string_text_dfa(), ['"ab"', '"a"'])
     assert [d.accepts(x) for x in ['"ab"', '"a"', '"abc"', '""', '"b"']] == [False, False, True, True, True]
+
+
+ANCHORED_ALTERNATIONS = [
+    "^all|tags$", r"^(\{[a-z]+\})|([a-z]+)$", "^p([0-9]+)|t$", "a|^b", "^x$|^y$|z", "a|",
+    r"^$|(^(?:\S+\s+){0,3}\S+$)", "(^a|b$)", "(?:^x|z$)|y", "((^a$))",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(ANCHORED_ALTERNATIONS), st.text(alphabet="abgilpstxyz{}R0123 ", max_size=8))
+def test_anchors_belong_to_their_own_branch(pattern, text):
+    """'^all|tags$' is "starts with all, or ends with tags" (ECMA search semantics), as re.search
+    reads it; these patterns were once widened to any string."""
+    assert sx.pattern_dfa(pattern).accepts(text) == bool(re.search(pattern, text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 9999), st.integers(0, 13), st.integers(0, 32))
+def test_date_format_is_calendar_exact(y, m, d):
+    """February 29 only in leap years, 30-day months end on the 30th (what datetime accepts)."""
+    import datetime
+
+    text = f"{y:04d}-{m:02d}-{d:02d}"
+    try:
+        datetime.date(y, m, d)
+        real = True
+    except ValueError:
+        real = False
+    assert sx.format_dfa("date").accepts(text) == real
+
+
+def test_iri_needs_a_scheme_and_no_spaces():
+    iri = sx.format_dfa("iri")
+    assert iri.accepts("http://例え.jp/パス?q=1#f") and iri.accepts("urn:isbn:0451450523")
+    assert not iri.accepts("not-an-iri") and not iri.accepts("http://a b")

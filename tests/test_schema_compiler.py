@@ -13,7 +13,7 @@ import random
 import jsonschema
 import pytest
 
-from constrain.errors import SchemaError, UnsupportedSchemaError
+from constrain.errors import SchemaApproximationWarning, SchemaError, UnsupportedSchemaError
 from constrain.schema import json_schema
 from constrain.schema.testing import acceptor, sample_text
 
@@ -178,3 +178,13 @@ def test_empty_branch_of_anyof_is_dropped_not_fatal():
 def test_unsatisfiable_schema_accepts_nothing_like_false():
     acc = acceptor(json_schema({"type": "integer", "minimum": 1, "maximum": 6, "multipleOf": 7}))
     assert not any(acc(str(v)) for v in range(-10, 20))
+
+
+def test_a_length_bound_too_large_to_build_keeps_the_other():
+    """maxLength 2048 is over-approximated (warned), but minLength 8 still holds: 'Pass' used to
+    pass as a password (JSONSchemaBench Github_easy o6265)."""
+    for extra in ({}, {"pattern": "^[A-Za-z0-9 ]*$"}):
+        schema = {"type": "string", "minLength": 8, "maxLength": 2048, **extra}
+        with pytest.warns(SchemaApproximationWarning, match="maxLength"):
+            acc = acceptor(json_schema(schema))
+        assert not acc('"Pass"') and acc('"Password1"') and acc(json.dumps("x" * 3000))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -32,6 +33,7 @@ from constrain.errors import (
     ConstrainError,
     ConstraintTooLarge,
     RegexError,
+    SchemaApproximationWarning,
     SchemaError,
     UnsupportedSchemaError,
 )
@@ -977,7 +979,10 @@ class Compiler:
                 return self.dfa_term(sx.json_length_string_dfa(min_len, max_len), "str")
             except ConstraintTooLarge as e:
                 self.approx("maxLength", parts[0].ptr, f"length bound not expressed ({e})")
-                return b.regex(sx.ANY_JSON_STRING)
+                try:  # drop only the bound that is too large: minLength 8 with maxLength 2048 keeps the 8
+                    return self.dfa_term(sx.json_length_string_dfa(min_len, None), "str")
+                except ConstraintTooLarge:
+                    return b.regex(sx.ANY_JSON_STRING)
         try:
             value = None
             for d in dfas:
@@ -985,9 +990,13 @@ class Compiler:
             if min_len or max_len is not None:
                 try:
                     ld = sx.length_dfa(min_len, max_len)
-                    value = ld if value is None else value.intersect(ld)
                 except ConstraintTooLarge as e:
                     self.approx("maxLength", parts[0].ptr, f"length bound not expressed ({e})")
+                    ld = None
+                    if max_len is not None and min_len <= sx.MAX_EXACT_LENGTH:
+                        ld = sx.length_dfa(min_len, None)  # keep the lower bound at least
+                if ld is not None:
+                    value = ld if value is None else value.intersect(ld)
             if value is None:
                 value = regex_to_dfa(r"[\s\S]*")
             for d in neg:
@@ -1622,4 +1631,10 @@ def json_schema(
         g = c.compile(raw)
     opts = dict(strict=strict, whitespace=whitespace, max_whitespace=max_whitespace,
                 property_order=property_order, draft=d, assert_format=assert_format)
-    return JsonSchemaConstraint(raw, g, list(dict.fromkeys(c.warnings)), opts)
+    notes = list(dict.fromkeys(c.warnings))
+    if notes:
+        more = f" (and {len(notes) - 1} more; see .warnings)" if len(notes) > 1 else ""
+        warnings.warn(
+            f"schema compiled with over-approximation: {notes[0]}{more}", SchemaApproximationWarning, stacklevel=2
+        )
+    return JsonSchemaConstraint(raw, g, notes, opts)

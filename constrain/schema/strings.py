@@ -100,26 +100,65 @@ def pattern_dfa(pattern: str, *, timeout_s: float = 1.5, max_states: int = 20_00
 
     Raises :class:`RegexError` (untranslatable) or :class:`ConstraintTooLarge`.
     """
-    body = ecma_to_python(pattern)
-    start = body.startswith("^")
-    end = _unescaped_end(body, "$")
-    if start:
-        body = body[1:]
-    if end:
-        body = body[:-1]
-    if "|" in body and (start or end) and not _balanced_alternation_free(body):
-        # '^a|b$' anchors only one branch: cannot be read as a whole-pattern anchor
-        raise RegexError("anchors inside a top-level alternation are not supported", pattern)
-    full = ("" if start else r"[\s\S]*") + f"(?:{body})" + ("" if end else r"[\s\S]*")
+    full = _search_regex(ecma_to_python(pattern))
     try:
         return regex_to_dfa(full, max_states=max_states, timeout_s=timeout_s)
     except RegexError as e:
         raise RegexError(str(e), pattern) from None
 
 
-def _balanced_alternation_free(body: str) -> bool:
-    """True when every ``|`` of ``body`` sits inside parentheses (no top-level alternation)."""
+def _search_regex(body: str) -> str:
+    """A full-match regex for "``body`` finds a match somewhere".
+
+    Each top-level branch carries its own anchors: '^all|tags$' is "starts with all, or ends
+    with tags", so every branch is widened on the sides it does not anchor.  A branch that is
+    one group around anchored alternatives, as in '^$|(^a+$)', is opened and read the same way.
+    """
+    out = []
+    for br in _top_level_branches(body):
+        inner = _whole_group(br)
+        if inner is not None and ("^" in inner or "$" in inner):
+            out.append(_search_regex(inner))
+            continue
+        start = br.startswith("^")
+        end = _unescaped_end(br, "$")
+        if start:
+            br = br[1:]
+        if end:
+            br = br[:-1]
+        out.append(("" if start else r"[\s\S]*") + f"(?:{br})" + ("" if end else r"[\s\S]*"))
+    return out[0] if len(out) == 1 else "|".join(f"(?:{b})" for b in out)
+
+
+def _whole_group(branch: str) -> str | None:
+    """The inside of ``(...)`` / ``(?:...)`` when that one group spans all of ``branch``."""
+    if not branch.startswith("(") or branch.startswith("(?") and not branch.startswith("(?:"):
+        return None
     depth, i, in_class = 0, 0, False
+    while i < len(branch):
+        ch = branch[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                if i != len(branch) - 1:
+                    return None  # the group closes early ('(a)(b)', '(a)+')
+                return branch[3:-1] if branch.startswith("(?:") else branch[1:-1]
+        i += 1
+    return None
+
+
+def _top_level_branches(body: str) -> list[str]:
+    """``body`` split at the ``|`` that sit outside every group and character class."""
+    out, depth, i, in_class, last = [], 0, 0, False, 0
     while i < len(body):
         ch = body[i]
         if ch == "\\":
@@ -134,9 +173,11 @@ def _balanced_alternation_free(body: str) -> bool:
         elif ch == ")":
             depth -= 1
         elif ch == "|" and depth == 0:
-            return False
+            out.append(body[last:i])
+            last = i + 1
         i += 1
-    return True
+    out.append(body[last:])
+    return out
 
 
 def length_dfa(min_len: int, max_len: int | None) -> ByteDFA:
@@ -209,7 +250,15 @@ _IPV6 = (
 )
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = rf"{_LABEL}(?:\.{_LABEL})*"
-_DATE = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+# calendar-exact full-date: 30-day months, February 28, and the 29th only in leap years
+# (divisible by 4, centuries only when divisible by 400)
+_MONTH_DAY = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+_LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)"
+_DATE = rf"(?:[0-9]{{4}}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
 _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)(?:\.[0-9]+)?(?:[zZ]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 _UNRESERVED = r"A-Za-z0-9\-._~"
 _SUBDELIMS = r"!$&'()*+,;="
@@ -221,6 +270,7 @@ _URI = (
     rf"(?:/{_PCHAR}*)*|/?(?:{_PCHAR}+(?:/{_PCHAR}*)*)?)"
     rf"(?:\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?"
 )
+_IRI_CHARS = r'[^\x00-\x20\x7f-\x9f<>"{}|\\^`]*'
 # RFC 6570 level 4; literals admit every non-ASCII character (ucschar/iprivate,
 # over-approximated) and the reserved operators "=,!@|" are let through
 _VARCHAR = rf"(?:[A-Za-z0-9_]|{_PCT})"
@@ -249,13 +299,16 @@ FORMAT_REGEX: dict[str, str] = {
     "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
     "uri": _URI,
     "uri-template": _URI_TEMPLATE,
+    # RFC 3987 over-approximated: a scheme, then no space, control or excluded delimiter
+    "iri": r"[A-Za-z][A-Za-z0-9+\-.]*:" + _IRI_CHARS,
+    "iri-reference": _IRI_CHARS,
     "json-pointer": r"(?:/(?:[^/~]|~[01])*)*",
     "relative-json-pointer": r"(?:0|[1-9][0-9]*)(?:#|(?:/(?:[^/~]|~[01])*)*)",
 }
 
 
-#: formats whose regex is exactly the format (the others over-approximate, e.g. day-of-month)
-EXACT_FORMATS = frozenset({"uuid", "ipv4"})
+#: formats whose regex is exactly the format (the others over-approximate)
+EXACT_FORMATS = frozenset({"uuid", "ipv4", "date"})
 
 
 def format_dfa(name: str) -> ByteDFA | None:
