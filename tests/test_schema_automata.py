@@ -130,3 +130,27 @@ def test_iri_needs_a_scheme_and_no_spaces():
     iri = sx.format_dfa("iri")
     assert iri.accepts("http://例え.jp/パス?q=1#f") and iri.accepts("urn:isbn:0451450523")
     assert not iri.accepts("not-an-iri") and not iri.accepts("http://a b")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="a()[]^*+?|\\#:{}2,é", max_size=10))
+def test_regex_format_never_rejects_a_regex_python_compiles(text):
+    """Format 'regex' may over-approximate (syntax nests; it is not regular) but never blocks
+    what ``re.compile`` -- the validators' check -- accepts."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "possible nested set"
+        try:
+            re.compile(text)
+        except (re.error, OverflowError, RecursionError):
+            return
+    assert sx.regex_syntax_dfa().accepts(text)
+
+
+def test_regex_format_rejects_broken_syntax():
+    d = sx.regex_syntax_dfa()
+    for bad in ["[", "^(abc]", "a)", "(a", "*a", "a**", "x|*", "(*)", "\\", "a*?+"]:
+        assert not d.accepts(bad), bad
+    for good in ["([abc])+\\s+$", "[]]", "(?P<n>a)(?P=n)", "(?#a(b)", "a*+", "((((((((((a))))))))))"]:
+        assert d.accepts(good), good

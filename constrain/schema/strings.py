@@ -313,10 +313,84 @@ EXACT_FORMATS = frozenset({"uuid", "ipv4", "date"})
 
 def format_dfa(name: str) -> ByteDFA | None:
     """Value DFA of a known format, else ``None`` (unknown formats are any string)."""
+    if name == "regex":
+        return regex_syntax_dfa()
     rx = FORMAT_REGEX.get(name)
     if rx is None:
         return None
     return regex_to_dfa(rx, timeout_s=5.0)
+
+
+_REGEX_SYNTAX: ByteDFA | None = None
+REGEX_SYNTAX_DEPTH = 8
+
+
+def regex_syntax_dfa(depth: int = REGEX_SYNTAX_DEPTH) -> ByteDFA:
+    """Format ``regex``: rejects only what Python's ``re.compile`` (the validators' check) surely
+    rejects -- unbalanced or unterminated groups and classes, a quantifier with nothing to
+    repeat or stacked on another, a trailing backslash.
+
+    Regex syntax nests, so it is not regular: groups are counted up to ``depth`` and any text
+    past that is accepted (an over-approximation, never a false reject); escapes, flags and
+    extension groups are taken as atoms.
+    """
+    global _REGEX_SYNTAX
+    if depth == REGEX_SYNTAX_DEPTH and _REGEX_SYNTAX is not None:
+        return _REGEX_SYNTAX
+    # per depth: Q0 nothing to repeat, Q1 after an atom, R1 after a quantifier (a lazy '?' or
+    # possessive '+' may follow), R2 after that, OPEN just after '(', EXT just after '(?',
+    # ESC after a backslash, C0 after '[', CC after '[^', CB inside a class, CE class escape,
+    # CM inside a '(?#' comment
+    modes = ["Q0", "Q1", "R1", "R2", "OPEN", "EXT", "ESC", "C0", "CC", "CB", "CE", "CM"]
+    nm = len(modes)
+    m = {k: i for i, k in enumerate(modes)}
+    n = (depth + 1) * nm + 1
+    deep = n - 1  # past the depth bound: anything goes
+    table = np.full((n, 256), -1, dtype=np.int32)
+    acc = np.zeros(n, dtype=bool)
+    table[deep, :] = deep
+    acc[deep] = True
+
+    def sid(d: int, mode: str) -> int:
+        return d * nm + m[mode]
+
+    for d in range(depth + 1):
+        up = sid(d + 1, "OPEN") if d < depth else deep
+        down = sid(d - 1, "Q1") if d > 0 else -1
+        for mode in ("Q0", "Q1", "R1", "R2", "OPEN", "EXT"):
+            row = table[sid(d, mode)]
+            row[:] = sid(d, "Q1")  # any other character is an atom
+            row[ord("\\")] = sid(d, "ESC")
+            row[ord("[")] = sid(d, "C0")
+            row[ord("(")] = up
+            row[ord(")")] = down
+            row[ord("|")] = sid(d, "Q0")
+            # '^', '$' and '{' cannot be repeated in Python, but are kept as atoms (over-approx.)
+            q = {"Q0": (-1, -1, -1), "OPEN": (-1, -1, -1), "EXT": (-1, -1, -1),
+                 "Q1": (sid(d, "R1"),) * 3, "R1": (-1, sid(d, "R2"), sid(d, "R2")), "R2": (-1, -1, -1)}[mode]
+            row[ord("*")], row[ord("+")], row[ord("?")] = q
+            if mode == "OPEN":
+                row[ord("?")] = sid(d, "EXT")
+            if mode == "EXT":
+                row[ord("#")] = sid(d, "CM")
+            acc[sid(d, mode)] = d == 0 and mode in ("Q0", "Q1", "R1", "R2")
+        table[sid(d, "ESC"), :] = sid(d, "Q1")
+        for mode in ("C0", "CC", "CB"):
+            row = table[sid(d, mode)]
+            row[:] = sid(d, "CB")
+            row[ord("\\")] = sid(d, "CE")
+            # ']' ends a class, even first: ECMA reads '[]' as the empty class (Python as an
+            # unterminated '[]...'); either way nothing valid in one dialect is rejected
+            row[ord("]")] = sid(d, "Q1")
+        table[sid(d, "C0"), ord("^")] = sid(d, "CC")
+        table[sid(d, "CE"), :] = sid(d, "CB")
+        table[sid(d, "CM"), :] = sid(d, "CM")
+        table[sid(d, "CM"), ord(")")] = down if d > 0 else -1
+    raw = ByteDFA(table, acc, sid(0, "Q0"), trim=True)
+    out = raw.intersect(regex_to_dfa(r"[\s\S]*")).minimize()  # and valid UTF-8
+    if depth == REGEX_SYNTAX_DEPTH:
+        _REGEX_SYNTAX = out
+    return out
 
 
 def literal_value_dfa(values: list[str]) -> ByteDFA:
