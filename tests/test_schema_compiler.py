@@ -188,3 +188,20 @@ def test_a_length_bound_too_large_to_build_keeps_the_other():
         with pytest.warns(SchemaApproximationWarning, match="maxLength"):
             acc = acceptor(json_schema(schema))
         assert not acc('"Pass"') and acc('"Password1"') and acc(json.dumps("x" * 3000))
+
+
+def test_string_automata_are_bounded_and_shared():
+    """A counted pattern too large for a terminal falls back to the length bounds, once per
+    distinct string schema (JSONSchemaBench Github_hard o21072 used to take over 40 s)."""
+    import time
+
+    prop = {"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"^(?:\S+\s+){0,99}\S+$"}
+    schema = {"type": "object", "properties": {f"p{i}": dict(prop) for i in range(12)}}
+    t = time.perf_counter()
+    c = json_schema(schema, property_order="schema")
+    assert time.perf_counter() - t < 20  # generous: ~1 s; the point is no minute-long build
+    assert len([w for w in c.warnings if "pattern" in w]) == 12  # one note per place, with its pointer
+    acc = acceptor(c)
+    assert acc('{"p0": "a b"}') and not acc('{"p0": ""}') and not acc(json.dumps({"p0": "x" * 101}))
+    with pytest.raises(UnsupportedSchemaError, match="pattern"):
+        json_schema(schema, strict=True)

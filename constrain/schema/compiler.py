@@ -160,6 +160,10 @@ def _dec(v: Any, ptr: str) -> Decimal:
 
 
 class Compiler:
+    # largest value automaton of one string schema (pattern, format, lengths) that becomes a
+    # grammar terminal; larger ones are approximated by their length bounds (lenient) or raise
+    MAX_STRING_STATES = 600
+
     def __init__(
         self,
         schema: Any,
@@ -937,10 +941,10 @@ class Compiler:
 
     # ---- strings -----------------------------------------------------------------------------
     def emit_string(self, parts: list[Part], not_values: list) -> str | None:
-        b = self.b
         min_len, max_len = 0, None
-        dfas: list[ByteDFA] = []
-        neg: list[ByteDFA] = []
+        patterns: list[tuple[str, str]] = []  # (pattern, pointer)
+        negs: list[tuple[str, str]] = []
+        formats: list[tuple[str, str]] = []
         for p in parts:
             s = p.schema
             if "minLength" in s:
@@ -948,67 +952,109 @@ class Compiler:
             if "maxLength" in s:
                 max_len = int(s["maxLength"]) if max_len is None else min(max_len, int(s["maxLength"]))
             if "pattern" in s:
-                try:
-                    dfas.append(sx.pattern_dfa(s["pattern"]))
-                except (RegexError, ConstraintTooLarge) as e:
-                    self.approx("pattern", p.ptr, f"pattern not expressed ({e})")
+                patterns.append((s["pattern"], p.ptr))
             if "__not_pattern" in s:
-                try:
-                    neg.append(sx.pattern_dfa(s["__not_pattern"]))
-                except (RegexError, ConstraintTooLarge) as e:
-                    self.approx("not", p.ptr, f"negated pattern not expressed ({e})")
+                negs.append((s["__not_pattern"], p.ptr))
             if "format" in s and self.assert_format:
-                try:
-                    f = sx.format_dfa(s["format"])
-                except ConstrainError as e:
-                    f = None
-                    self.approx("format", p.ptr, f"format {s['format']!r} not expressed ({e})")
-                if f is not None:
-                    dfas.append(f)
-                    if s["format"] not in sx.EXACT_FORMATS:
-                        self.approx("format", p.ptr, f"format {s['format']!r} is checked by a looser regex")
-                elif s["format"] not in sx.FORMAT_REGEX:
-                    self.approx("format", p.ptr, f"unknown format {s['format']!r}: any string")
-        excl = [v for v in not_values if isinstance(v, str)]
+                formats.append((s["format"], p.ptr))
+        excl = tuple(sorted({v for v in not_values if isinstance(v, str)}))
         if max_len is not None and max_len < min_len:
             return None
+        # the same string constraints recur across a schema (every item of every list with one
+        # pattern): build their automaton once, and replay its approximation notes in place
+        key = (tuple(x for x, _ in patterns), tuple(x for x, _ in negs), tuple(x for x, _ in formats),
+               min_len, max_len, excl)
+        memo = self.__dict__.setdefault("_string_memo", {})
+        hit = memo.get(key)
+        if hit is None:
+            notes: list[tuple[str, int, str]] = []  # (keyword, index of the pointer, why)
+            hit = memo[key] = (self._string_value(patterns, negs, formats, min_len, max_len, excl, notes), notes)
+        sym, notes = hit
+        ptrs = [ptr for _, ptr in patterns + negs + formats] + [parts[0].ptr]
+        for kw, i, why in notes:  # strict mode raises at the first
+            self.approx(kw, ptrs[i], why)
+        return sym
+
+    def _string_value(self, patterns, negs, formats, min_len, max_len, excl, notes) -> str | None:
+        """The string's grammar symbol; every over-approximation is appended to ``notes`` as
+        (keyword, index into patterns+negs+formats (len = the schema itself), why)."""
+        b = self.b
+        last = len(patterns) + len(negs) + len(formats)
+        dfas: list[ByteDFA] = []
+        neg: list[ByteDFA] = []
+        for i, (pat, _) in enumerate(patterns):
+            try:
+                dfas.append(sx.pattern_dfa(pat, max_states=self.MAX_STRING_STATES * 4))
+            except (RegexError, ConstraintTooLarge) as e:
+                notes.append(("pattern", i, f"pattern not expressed ({e})"))
+        for j, (pat, _) in enumerate(negs):
+            try:
+                neg.append(sx.pattern_dfa(pat))
+            except (RegexError, ConstraintTooLarge) as e:
+                notes.append(("not", len(patterns) + j, f"negated pattern not expressed ({e})"))
+        for k, (fmt, _) in enumerate(formats):
+            i = len(patterns) + len(negs) + k
+            try:
+                f = sx.format_dfa(fmt)
+            except ConstrainError as e:
+                f = None
+                notes.append(("format", i, f"format {fmt!r} not expressed ({e})"))
+            if f is not None:
+                dfas.append(f)
+                if fmt not in sx.EXACT_FORMATS:
+                    notes.append(("format", i, f"format {fmt!r} is checked by a looser regex"))
+            elif fmt not in sx.FORMAT_REGEX:
+                notes.append(("format", i, f"unknown format {fmt!r}: any string"))
         if not dfas and not neg and not excl:
             if min_len == 0 and max_len is None:
                 return b.regex(sx.ANY_JSON_STRING)
             try:
                 return self.dfa_term(sx.json_length_string_dfa(min_len, max_len), "str")
             except ConstraintTooLarge as e:
-                self.approx("maxLength", parts[0].ptr, f"length bound not expressed ({e})")
+                notes.append(("maxLength", last, f"length bound not expressed ({e})"))
                 try:  # drop only the bound that is too large: minLength 8 with maxLength 2048 keeps the 8
                     return self.dfa_term(sx.json_length_string_dfa(min_len, None), "str")
                 except ConstraintTooLarge:
                     return b.regex(sx.ANY_JSON_STRING)
         try:
             value = None
+            cap = self.MAX_STRING_STATES * 8
             for d in dfas:
-                value = d if value is None else value.intersect(d)
+                value = d if value is None else value.intersect(d, max_states=cap)
             if min_len or max_len is not None:
                 try:
                     ld = sx.length_dfa(min_len, max_len)
                 except ConstraintTooLarge as e:
-                    self.approx("maxLength", parts[0].ptr, f"length bound not expressed ({e})")
+                    notes.append(("maxLength", last, f"length bound not expressed ({e})"))
                     ld = None
                     if max_len is not None and min_len <= sx.MAX_EXACT_LENGTH:
                         ld = sx.length_dfa(min_len, None)  # keep the lower bound at least
                 if ld is not None:
-                    value = ld if value is None else value.intersect(ld)
+                    try:
+                        value = ld if value is None else value.intersect(ld, max_states=cap)
+                    except ConstraintTooLarge as e:  # keep the pattern, drop the length
+                        notes.append(("maxLength", last, f"length bound not intersected with the pattern ({e})"))
             if value is None:
                 value = regex_to_dfa(r"[\s\S]*")
             for d in neg:
                 value = sx.difference(value, d)
             if excl:
-                value = sx.difference(value, sx.literal_value_dfa(excl))
+                value = sx.difference(value, sx.literal_value_dfa(list(excl)))
             if value.is_empty():
                 return None
+            if value.n_states > self.MAX_STRING_STATES:
+                # the JSON-escaping transduction and the lexer grow with every state: a counted
+                # '(?:\\S+\\s+){0,99}' (2,700 states) took seconds per property
+                raise ConstraintTooLarge(
+                    f"string automaton has {value.n_states} states (limit {self.MAX_STRING_STATES})", "pattern"
+                )
             return b.dfa(sx.json_string_dfa(value), "str")
         except ConstraintTooLarge as e:
-            self.approx("pattern", parts[0].ptr, f"string constraints too large to intersect ({e}); any string")
-            return b.regex(sx.ANY_JSON_STRING)
+            notes.append(("pattern", last, f"string constraints too large to build ({e}); length bounds only"))
+            try:
+                return self.dfa_term(sx.json_length_string_dfa(min_len, max_len), "str")
+            except ConstraintTooLarge:
+                return b.regex(sx.ANY_JSON_STRING)
 
     def key_dfa(self, value: ByteDFA) -> str:
         return self.dfa_term(sx.json_string_dfa(value), "key")
