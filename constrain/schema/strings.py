@@ -14,6 +14,7 @@ bits of the UTF-8 bytes), so it is a product with a small fixed transducer, not 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -130,35 +131,9 @@ def _search_regex(body: str) -> str:
     return out[0] if len(out) == 1 else "|".join(f"(?:{b})" for b in out)
 
 
-def _whole_group(branch: str) -> str | None:
-    """The inside of ``(...)`` / ``(?:...)`` when that one group spans all of ``branch``."""
-    if not branch.startswith("(") or branch.startswith("(?") and not branch.startswith("(?:"):
-        return None
+def _syntax(body: str) -> Iterator[tuple[int, str, int]]:
+    """``(index, char, group depth after it)`` for each character outside escapes and classes."""
     depth, i, in_class = 0, 0, False
-    while i < len(branch):
-        ch = branch[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = ch != "]"
-        elif ch == "[":
-            in_class = True
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                if i != len(branch) - 1:
-                    return None  # the group closes early ('(a)(b)', '(a)+')
-                return branch[3:-1] if branch.startswith("(?:") else branch[1:-1]
-        i += 1
-    return None
-
-
-def _top_level_branches(body: str) -> list[str]:
-    """``body`` split at the ``|`` that sit outside every group and character class."""
-    out, depth, i, in_class, last = [], 0, 0, False, 0
     while i < len(body):
         ch = body[i]
         if ch == "\\":
@@ -168,14 +143,31 @@ def _top_level_branches(body: str) -> list[str]:
             in_class = ch != "]"
         elif ch == "[":
             in_class = True
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "|" and depth == 0:
+        else:
+            depth += (ch == "(") - (ch == ")")
+            yield i, ch, depth
+        i += 1
+
+
+def _whole_group(branch: str) -> str | None:
+    """The inside of ``(...)`` / ``(?:...)`` when that one group spans all of ``branch``."""
+    if not branch.startswith("(") or branch.startswith("(?") and not branch.startswith("(?:"):
+        return None
+    for i, ch, depth in _syntax(branch):
+        if ch == ")" and depth == 0:
+            if i != len(branch) - 1:
+                return None  # the group closes early ('(a)(b)', '(a)+')
+            return branch[3:-1] if branch.startswith("(?:") else branch[1:-1]
+    return None
+
+
+def _top_level_branches(body: str) -> list[str]:
+    """``body`` split at the ``|`` that sit outside every group and character class."""
+    out, last = [], 0
+    for i, ch, depth in _syntax(body):
+        if ch == "|" and depth == 0:
             out.append(body[last:i])
             last = i + 1
-        i += 1
     out.append(body[last:])
     return out
 
