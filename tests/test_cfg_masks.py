@@ -177,3 +177,33 @@ def test_tiny_lexer_limit_masks_match_brute_force(name: str) -> None:
             if m.is_terminated():
                 break
     assert cg.stats["split_lexers"] > 0
+
+
+def test_walks_are_shared_across_grammars_with_the_same_terminals() -> None:
+    """A second grammar whose terminals have the same automata reuses the first one's walks
+    (content-keyed), and its masks still equal the brute force -- including a grammar where a
+    shared terminal sits beside different ones."""
+    vocab = _toy_vocab()
+    a = CompiledGrammar(_grammar("json"), vocab)
+    rng = random.Random(5)
+    for _ in range(4):  # warm the shared cache through grammar a
+        m = a.matcher()
+        for _ in range(12):
+            allowed = m.allowed_tokens()
+            if not len(allowed):
+                break
+            m.advance(int(rng.choice(allowed.tolist())))
+            m.mask()
+    b = CompiledGrammar(_grammar("json"), vocab)  # a different object: nothing of its own cached
+    m = b.matcher()
+    m.mask()
+    assert b.stats["job_hits"] > 0 and b.stats["walks"] == 0
+    text = '{"k": [1, "x", true], "z": {"y": null}}'
+    json_lines = (GRAMMARS / "json.lark").read_text().splitlines()
+    terminals = "\n".join(line for line in json_lines if line.startswith(("STRING:", "NUMBER:")))
+    other = CompiledGrammar(constrain.grammar(f'start: "[" STRING ("," NUMBER)* "]"\n{terminals}\n'), vocab)
+    for cg, sample in ((b, text), (other, '["a\\"b",1,2.5]')):
+        m = cg.matcher()
+        for ch in sample:
+            _compare(m, f"{sample!r} before {ch!r}")
+            m.advance_bytes(ch.encode())

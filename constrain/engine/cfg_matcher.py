@@ -21,6 +21,12 @@ part):
 5. A product lexer over ``max_lexer_states`` never fails a mask: the walk splits the
    entries and ORs the halves (the item set of a union of completions is the union).
 
+Walks and product lexers are keyed by digests of the terminal automata's content, not by the
+grammar's terminal numbers, and kept per vocabulary for the whole process: every grammar
+with a JSON string terminal shares that terminal's walks (a server compiling one schema per
+request, or a benchmark over thousands of schemas, pays for them once).  Grammars sharing a
+vocabulary are therefore not safe to use from several threads at once.
+
 Compile is lazy: constructing :class:`CompiledGrammar` prepares the productions and the first
 item set only; terminal DFAs, lexer products and walks are built when first reached.
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -43,6 +50,15 @@ from constrain.errors import ConstraintTooLarge
 from constrain.vocab import Vocabulary
 
 _MISSING = object()
+
+# Walks and product lexers depend only on the *content* of the terminal automata in play (and
+# on the vocabulary, for walks), not on the grammar they came from: keyed by content digests
+# they are shared by every grammar compiled in the process -- the JSON string terminal's walk
+# over the whole vocabulary is done once, not once per schema.
+_SHARED_JOBS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Vocabulary -> LRU of walks
+_SHARED_LEXERS: OrderedDict[tuple, LexerDFA | None] = OrderedDict()
+SHARED_JOBS_MAX = 4096
+SHARED_LEXERS_MAX = 4096
 
 
 class _Job:
@@ -80,8 +96,13 @@ class CompiledGrammar(CompiledConstraint):
         self.max_lexer_states = max_lexer_states
         self._lexers: dict[tuple, LexerDFA | None] = {}
         self._stack = cfg_kernels.TableStack(self.parser._tables)
-        self._jobs: OrderedDict[tuple, _Job] = OrderedDict()
+        jobs = _SHARED_JOBS.get(vocab)
+        if jobs is None:
+            jobs = _SHARED_JOBS[vocab] = OrderedDict()
+        self._jobs: OrderedDict[tuple, _Job] = jobs  # shared with every grammar on this vocabulary
         self._cache_jobs = cache_jobs
+        self._dkeys: dict[tuple, tuple] = {}  # lexer key -> content key
+        self._digests: dict[int, bytes] = {}  # terminal -> digest of its automaton
         # full text masks keyed by the exact lexer entries (origin nodes by identity: nodes are immutable
         # and never reused, so equal keys mean equal states), e.g. every token inside a string
         self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -124,8 +145,11 @@ class CompiledGrammar(CompiledConstraint):
         lx = self._lexers.get(key, _MISSING)
         if lx is _MISSING:
             p = self.parser
-            for t, _ in key:
-                p.dfa(t)
+            dkey = self.content_key(key)
+            lx = _SHARED_LEXERS.get(dkey, _MISSING)
+            if lx is not _MISSING:
+                self._lexers[key] = lx
+                return lx  # type: ignore[return-value]
             t0 = time.perf_counter()
             try:
                 lx = LexerDFA(
@@ -142,13 +166,40 @@ class CompiledGrammar(CompiledConstraint):
             if len(self._lexers) > 20_000:
                 self._lexers.clear()
             self._lexers[key] = lx
+            _SHARED_LEXERS[dkey] = lx
+            if len(_SHARED_LEXERS) > SHARED_LEXERS_MAX:
+                _SHARED_LEXERS.popitem(last=False)
             self.stats["lexers"] += 1
         return lx  # type: ignore[return-value]
+
+    def content_key(self, key: tuple[tuple[int, int], ...]) -> tuple:
+        """``key`` with each terminal replaced by a digest of its automaton (table, accepting
+        states): equal content keys give identical product lexers and walks in any grammar."""
+        d = self._dkeys.get(key)
+        if d is None:
+            p = self.parser
+            parts = []
+            for t, q in key:
+                g = self._digests.get(t)
+                if g is None:
+                    p.dfa(t)
+                    tab, acc = p._tables[t], p._accs[t]
+                    h = hashlib.blake2b(digest_size=16)
+                    h.update(np.asarray(tab.shape, dtype=np.int64).tobytes())
+                    h.update(np.ascontiguousarray(tab).tobytes())
+                    h.update(np.ascontiguousarray(acc, dtype=np.bool_).tobytes())
+                    g = self._digests[t] = h.digest()
+                parts.append((g, q))
+            d = self._dkeys[key] = tuple(parts)
+        return d
 
     def job(self, chain: tuple, lx: LexerDFA, roots: np.ndarray) -> _Job:
         j = self._jobs.get(chain)
         if j is not None:
-            self._jobs.move_to_end(chain)
+            try:
+                self._jobs.move_to_end(chain)
+            except KeyError:  # evicted meanwhile through another grammar (another thread)
+                pass
             self.stats["job_hits"] += 1
             return j
         trie = self.vocab.trie
@@ -198,7 +249,7 @@ class CompiledGrammar(CompiledConstraint):
         self.stats["walks"] += 1
         self.stats["walk_s"] += time.perf_counter() - t0
         self._jobs[chain] = j
-        if len(self._jobs) > self._cache_jobs:
+        while len(self._jobs) > max(self._cache_jobs, SHARED_JOBS_MAX):
             self._jobs.popitem(last=False)
         return j
 
@@ -316,7 +367,7 @@ class CompiledGrammar(CompiledConstraint):
         if lx.start < 0:
             return []
         rk = _roots_key(roots)
-        j = self.job((key, rk), lx, roots)
+        j = self.job((self.content_key(key), rk), lx, roots)
         if len(j.idx):
             or_sparse(out, j.idx, j.vals)
         complete = self.parser.complete
@@ -359,7 +410,7 @@ class CompiledGrammar(CompiledConstraint):
         hit = self._subs.get(skey)
         if hit is None:
             lx = self.lexer(y.key)
-            j = None if lx is None else self.job((y.key, skey[1]), lx, nodes)
+            j = None if lx is None else self.job((self.content_key(y.key), skey[1]), lx, nodes)
             if j is not None and not j.bnd:  # a leaf: the walk's own result, no recursion
                 hit = (j.idx, j.vals, ())
             else:
