@@ -1031,8 +1031,11 @@ class Compiler:
                         ld = sx.length_dfa(min_len, None)  # keep the lower bound at least
                 if ld is not None:
                     try:
-                        value = ld if value is None else value.intersect(ld, max_states=cap)
-                    except ConstraintTooLarge as e:  # keep the pattern, drop the length
+                        with_len = ld if value is None else value.intersect(ld, max_states=cap)
+                        if value is not None and with_len.n_states > self.MAX_STRING_STATES:
+                            raise ConstraintTooLarge(f"{with_len.n_states} states", "maxLength")
+                        value = with_len
+                    except ConstraintTooLarge as e:  # keep the pattern or format, drop the length
                         notes.append(("maxLength", last, f"length bound not intersected with the pattern ({e})"))
             if value is None:
                 value = regex_to_dfa(r"[\s\S]*")

@@ -114,12 +114,15 @@ def _search_regex(body: str) -> str:
     Each top-level branch carries its own anchors: '^all|tags$' is "starts with all, or ends
     with tags", so every branch is widened on the sides it does not anchor.  A branch that is
     one group around anchored alternatives, as in '^$|(^a+$)', is opened and read the same way.
+    Branches anchored alike share one widening: '[\\s\\S]*(?:a|b)[\\s\\S]*', not one
+    per branch (the same language, but many parallel loops make determinisation blow up).
     """
-    out = []
+    buckets: dict[tuple[bool, bool], list[str]] = {}
+    nested: list[str] = []
     for br in _top_level_branches(body):
         inner = _whole_group(br)
         if inner is not None and ("^" in inner or "$" in inner):
-            out.append(_search_regex(inner))
+            nested.append(_search_regex(inner))
             continue
         start = br.startswith("^")
         end = _unescaped_end(br, "$")
@@ -127,7 +130,11 @@ def _search_regex(body: str) -> str:
             br = br[1:]
         if end:
             br = br[:-1]
-        out.append(("" if start else r"[\s\S]*") + f"(?:{br})" + ("" if end else r"[\s\S]*"))
+        buckets.setdefault((start, end), []).append(br)
+    out = [
+        ("" if start else r"[\s\S]*") + "(?:" + "|".join(brs) + ")" + ("" if end else r"[\s\S]*")
+        for (start, end), brs in buckets.items()
+    ] + nested
     return out[0] if len(out) == 1 else "|".join(f"(?:{b})" for b in out)
 
 
