@@ -285,7 +285,7 @@ _URI_TEMPLATE = (
 FORMAT_REGEX: dict[str, str] = {
     "date": _DATE,
     "time": _TIME,
-    "date-time": rf"{_DATE}[tT ]{_TIME}",
+    "date-time": rf"{_DATE}[tT]{_TIME}",  # RFC 3339 section 5.6: T or t (a space is only a NOTE)
     "duration": r"P(?:(?:[0-9]+D|[0-9]+M(?:[0-9]+D)?|[0-9]+Y(?:[0-9]+M(?:[0-9]+D)?)?)"
     r"(?:T(?:[0-9]+H(?:[0-9]+M(?:[0-9]+S)?)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S))?"
     r"|T(?:[0-9]+H(?:[0-9]+M(?:[0-9]+S)?)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S)|[0-9]+W)",
