@@ -43,10 +43,11 @@ def _toy_vocab() -> Vocabulary:
     return Vocabulary.from_token_bytes(toks, eos_token_ids=[0])
 
 
+@pytest.mark.parametrize("split", [True, False], ids=["entries-split", "product-lexer"])
 @pytest.mark.parametrize("name", ["json", "arithmetic", "c_like", "python_expr", "smiles", "sql"])
-def test_toy_vocab_masks_match_brute_force_on_random_walks(name: str) -> None:
+def test_toy_vocab_masks_match_brute_force_on_random_walks(name: str, split: bool) -> None:
     vocab = _toy_vocab()
-    cg = CompiledGrammar(_grammar(name), vocab)
+    cg = CompiledGrammar(_grammar(name), vocab, split_entries=split)
     rng = random.Random(11)
     states = 0
     for walk in range(8):
@@ -146,7 +147,7 @@ def test_product_lexer_too_large_splits_entries_instead_of_raising() -> None:
     toks += [bytes(rng.choice(b"ab") for _ in range(rng.randint(2, 9))) for _ in range(150)]
     toks += [b"ax", b"bby", b"aaz,", b"x,a", b"ab,ab"]
     vocab = Vocabulary.from_token_bytes(list(dict.fromkeys(toks)), eos_token_ids=[0])
-    cg = CompiledGrammar(g, vocab, max_lexer_states=100)
+    cg = CompiledGrammar(g, vocab, max_lexer_states=100, split_entries=False)
     for walk in range(6):
         m = cg.matcher()
         for step in range(12):
@@ -164,7 +165,7 @@ def test_product_lexer_too_large_splits_entries_instead_of_raising() -> None:
 def test_tiny_lexer_limit_masks_match_brute_force(name: str) -> None:
     """With ``max_lexer_states=3`` nearly every product is split, recursively."""
     vocab = _toy_vocab()
-    cg = CompiledGrammar(_grammar(name), vocab, max_lexer_states=3)
+    cg = CompiledGrammar(_grammar(name), vocab, max_lexer_states=3, split_entries=False)
     rng = random.Random(4)
     for walk in range(4):
         m = cg.matcher()

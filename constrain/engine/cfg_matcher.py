@@ -18,8 +18,10 @@ part):
    nesting context serves every context that looks the same that far up.  The few tokens
    whose completions reach past the horizon (``"}}]``) raise :class:`HorizonReached` and are
    *deferred*: :meth:`CompiledGrammar._resolve` finishes them with the real nodes.
-5. A product lexer over ``max_lexer_states`` never fails a mask: the walk splits the
-   entries and ORs the halves (the item set of a union of completions is the union).
+5. By default every lexer entry is walked on its own and the results ORed (the item set of a
+   union of completions is the union, so this is exact); with ``split_entries=False`` the
+   entries share one walk with their product lexer, and a product over ``max_lexer_states``
+   still never fails a mask: the walk splits the entries and ORs the halves.
 
 Walks and product lexers are keyed by digests of the terminal automata's content, not by the
 grammar's terminal numbers, and kept per vocabulary for the whole process: every grammar
@@ -88,12 +90,20 @@ class CompiledGrammar(CompiledConstraint):
         max_lexer_states: int = 20_000,
         max_dfa_states: int = 20_000,
         view_depths: tuple[int | None, ...] = (3, None),
+        split_entries: bool = True,
     ) -> None:
         self.grammar = grammar
         self.vocab = vocab
         self.parser = EarleyGrammar(grammar, max_dfa_states=max_dfa_states)
         self.words = bitmask_words(len(vocab))
         self.max_lexer_states = max_lexer_states
+        # walk each lexer entry on its own and OR the results (exact, see _walk), instead of
+        # one walk with the product lexer of all entries: single-terminal walks are keyed by
+        # that terminal's automaton alone, so they are shared across grammars -- a schema's
+        # "any other key" terminal beside its listed keys no longer makes every walk new.
+        # Measured on 60 JSONSchemaBench schemas in one process: mask avg -22%; the
+        # one-grammar JSON bench unchanged within noise
+        self.split_entries = split_entries
         self._lexers: dict[tuple, LexerDFA | None] = {}
         self._stack = cfg_kernels.TableStack(self.parser._tables)
         jobs = _SHARED_JOBS.get(vocab)
@@ -356,7 +366,7 @@ class CompiledGrammar(CompiledConstraint):
         it, and a second visit drops those (marked in ``self._mark`` with a fresh
         generation).  The first visit, by far the most common, costs one dict store.
         """
-        lx = self.lexer(key)
+        lx = None if (self.split_entries and len(key) > 1) else self.lexer(key)
         if lx is None:
             # the product is too big: walk halves of the entries on their own.  Exact: the
             # item set completed from a union of (origin, terminal) pairs is the union of
