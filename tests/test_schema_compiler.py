@@ -205,3 +205,23 @@ def test_string_automata_are_bounded_and_shared():
     assert acc('{"p0": "a b"}') and not acc('{"p0": ""}') and not acc(json.dumps({"p0": "x" * 101}))
     with pytest.raises(UnsupportedSchemaError, match="pattern"):
         json_schema(schema, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("draft", "keyword", "schema", "text"),
+    [
+        ("draft-04", "if", {"if": {"properties": {"a": {"enum": [1]}}}, "then": {"required": ["b"]}}, '{"a": 1}'),
+        ("draft-06", "if", {"if": {"properties": {"a": {"enum": [1]}}}, "then": {"required": ["b"]}}, '{"a": 1}'),
+        ("draft-04", "const", {"properties": {"a": {"const": 2}}}, '{"a": 1}'),
+        ("draft-04", "propertyNames", {"propertyNames": {"maxLength": 1}}, '{"ab": 1}'),
+        ("draft-07", "prefixItems", {"prefixItems": [{"type": "string"}]}, "[1]"),
+    ],
+)
+def test_keywords_of_later_drafts_are_ignored(draft, keyword, schema, text):
+    """A keyword the schema's draft does not have is an annotation there, as its validators
+    treat it (JSONSchemaBench Github_medium o39097: a draft-04 schema with if/then)."""
+    old = dict(schema, **{"$schema": f"http://json-schema.org/{draft}/schema#"})
+    V = jsonschema.validators.validator_for(old)
+    assert V(old).is_valid(json.loads(text))
+    assert acceptor(json_schema(old))(text)
+    assert not acceptor(json_schema(schema, draft="2020-12"))(text)  # where it is a keyword, it holds

@@ -159,6 +159,19 @@ def _dec(v: Any, ptr: str) -> Decimal:
         raise SchemaError(f"bad number {v!r}", ptr) from None
 
 
+_DRAFT_ORDER = {"4": 0, "6": 1, "7": 2, "2019-09": 3, "2020-12": 4}
+# keyword -> the draft that introduced it: in an older draft it is an unknown word, ignored
+# (a draft-04 schema with 'if'/'then' must not have them applied: JSONSchemaBench o39097)
+_LATER_KEYWORDS = {
+    "const": "6", "contains": "6", "propertyNames": "6",
+    "if": "7", "then": "7", "else": "7",
+    "dependentRequired": "2019-09", "dependentSchemas": "2019-09", "minContains": "2019-09",
+    "maxContains": "2019-09", "unevaluatedProperties": "2019-09", "unevaluatedItems": "2019-09",
+    "$recursiveRef": "2019-09",
+    "prefixItems": "2020-12", "$dynamicRef": "2020-12",
+}
+
+
 class Compiler:
     # largest value automaton of one string schema (pattern, format, lengths) that becomes a
     # grammar terminal; larger ones are approximated by their length bounds (lenient) or raise
@@ -289,6 +302,9 @@ class Compiler:
         res = self.enter(schema, res)
         parts: list[Part] = []
         rest = dict(schema)
+        for k in _LATER_KEYWORDS.keys() & rest.keys():
+            if _DRAFT_ORDER[self.draft] < _DRAFT_ORDER[_LATER_KEYWORDS[k]]:
+                del rest[k]  # not a keyword of this draft: an annotation its validators ignore
         ref = rest.pop("$ref", None)
         if ref is not None:
             got = self.resolve(ref, res, ptr)
