@@ -125,12 +125,17 @@ def serialize(value: Any) -> str:
 # ---- validation and generated instances -------------------------------------------------------
 
 
-def validator_for(schema: Any) -> Any:
-    """A ``jsonschema`` validator for ``schema`` (draft from ``$schema``) with format checks on."""
+def validator_for(schema: Any, *, all_formats: bool = False) -> Any:
+    """A ``jsonschema`` validator for ``schema`` (draft from ``$schema``) with format checks on.
+
+    ``all_formats`` checks every format jsonschema knows, not just the draft's own: engines
+    assert ``uuid`` in a draft-04 schema too, so an instance generated as valid must have a
+    real UUID there (``"0"`` passed the draft-04 checker and every engine rejected it).
+    """
     import jsonschema
 
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    return cls(schema, format_checker=jsonschema.FormatChecker() if all_formats else cls.FORMAT_CHECKER)
 
 
 def _ascii_search(pattern: str, text: str) -> bool:
@@ -166,7 +171,7 @@ def ecma_validator_for(schema: Any) -> Any:
                     yield from validator.descend(v, sub, path=k, schema_path=patrn)
 
     cls = jsonschema.validators.extend(base, {"pattern": pattern, "patternProperties": pattern_properties})
-    return cls(schema, format_checker=base.FORMAT_CHECKER)
+    return cls(schema, format_checker=jsonschema.FormatChecker())  # every format (see validator_for)
 
 
 def is_valid(schema: Any, value: Any) -> bool:
@@ -194,7 +199,7 @@ def generate_valid(schema: Any, n: int = 2, max_examples: int = 25, time_budget:
     seen: set[str] = set()
     with _time_limit(time_budget):
         try:
-            validators = (validator_for(schema), ecma_validator_for(schema))
+            validators = (validator_for(schema, all_formats=True), ecma_validator_for(schema))
             strategy = from_schema(schema)
         except BaseException as exc:  # noqa: BLE001 - unsupported by the generator, or out of time
             if isinstance(exc, KeyboardInterrupt):
