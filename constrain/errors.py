@@ -43,6 +43,16 @@ class GrammarError(ConstrainError):
         self.rule = rule
 
 
+class EmptyLanguageError(ConstrainError):
+    """The constraint admits no output at all (an unsatisfiable schema, a grammar whose start
+    rule derives nothing): no sampler could ever finish, so compile says so up front.  Code
+    that wants a reject-everything matcher instead (benchmarks, validators) catches this."""
+
+
+class EmptyGrammarError(GrammarError, EmptyLanguageError):
+    """A grammar's start rule derives no finite string."""
+
+
 class UnsupportedSchemaError(ConstrainError):
     """A JSON Schema keyword cannot be compiled exactly (strict mode)."""
 

@@ -183,3 +183,25 @@ def test_peer_adapters_follow_the_protocol(engine: str, gpt2_dir) -> None:
     assert rec["compile_s"] > 0 and all(x >= 0 for x in rec["mask_us"])
     with pytest.raises(CompileError):
         a.compile({"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}, "required": ["a"]})
+
+
+def test_an_unsatisfiable_schema_rejects_everything_rather_than_failing_to_compile() -> None:
+    """Every required key makes every oneOf branch hold, so no object is valid (JSONSchemaBench
+    Glaiveai2K calculate_area_*): constrain proves the language empty, and the runner scores it
+    as a matcher that rejects all -- passing when the data has no valid instance, a false
+    reject for each valid one otherwise; never a compile error."""
+    from constrain.cli.jsb.engines import ConstrainAdapter
+
+    a = ConstrainAdapter.__new__(ConstrainAdapter)
+    a.__dict__["vocab"] = toy_vocab()
+    a.load()
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+        "oneOf": [{"required": ["a"]}, {"required": ["b"]}],
+    }
+    rec = run_case(a, schema, [({"a": 1, "b": 2}, False)])
+    assert rec["status"] == "ok" and rec["passed"] and rec["instances"][0]["why"] == "empty language"
+    rec = run_case(a, schema, [({"a": 1, "b": 2}, True)])  # a (wrong) valid label: counted against us
+    assert rec["status"] == "ok" and rec["false_rejects"] == 1 and not rec["passed"]

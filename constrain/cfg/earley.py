@@ -30,7 +30,7 @@ import numpy as np
 from constrain.automata.bytedfa import ByteDFA
 from constrain.automata.regex import regex_to_dfa
 from constrain.cfg.ir import Grammar
-from constrain.errors import ConstraintTooLarge, GrammarError, RegexError
+from constrain.errors import ConstraintTooLarge, EmptyGrammarError, GrammarError, RegexError
 
 INF = 1 << 30
 _uids = itertools.count(1)
@@ -207,7 +207,7 @@ class EarleyGrammar:
         productive = _closure(prods, set(range(nt)))
         start = self.rule_index[grammar.start]
         if start not in productive:
-            raise GrammarError(
+            raise EmptyGrammarError(
                 "the start rule derives no finite string (its language is empty)", grammar.start
             )
         kept = [

@@ -79,14 +79,12 @@ class Ours:
                         property_order="any", whitespace="flexible")
         if self._engine_ok():
             import constrain
-            from constrain.errors import GrammarError
+            from constrain.errors import EmptyLanguageError
 
             try:
                 compiled = constrain.compile(c, self.vocab)
-            except GrammarError as e:
-                if "language is empty" in str(e):
-                    return lambda text: False  # an unsatisfiable schema: nothing to accept
-                raise
+            except EmptyLanguageError:
+                return lambda text: False  # an unsatisfiable schema: nothing to accept
             return lambda text: compiled.matcher().accepts_text(text)
         from constrain.schema.oracle import EarleyRecognizer
 

@@ -16,7 +16,7 @@ import numpy as np
 from constrain.automata.bytedfa import ByteDFA
 from constrain.engine import kernels
 from constrain.engine.matcher import CompiledConstraint, HistoryMatcher, bitmask_words
-from constrain.errors import ConstrainError
+from constrain.errors import EmptyLanguageError
 from constrain.vocab import Vocabulary
 
 
@@ -29,7 +29,7 @@ class CompiledDFA(CompiledConstraint):
         self, dfa: ByteDFA, vocab: Vocabulary, *, cache_states: int = 4096, precompute: bool | str = "auto"
     ) -> None:
         if dfa.is_empty():
-            raise ConstrainError("the constraint's language is empty: no output can satisfy it")
+            raise EmptyLanguageError("the constraint's language is empty: no output can satisfy it")
         self.dfa = dfa
         self.vocab = vocab
         self.table = np.ascontiguousarray(dfa.table)

@@ -43,6 +43,10 @@ class CompileError(Exception):
     """The engine declined the schema (unsupported keyword, invalid grammar, missing layer)."""
 
 
+class EmptyLanguage(Exception):
+    """The engine proved the schema unsatisfiable: its matcher would reject every output."""
+
+
 class EngineUnavailable(Exception):
     """The engine's package is not installed."""
 
@@ -172,7 +176,7 @@ class ConstrainAdapter(Adapter):
 
     def compile(self, schema: Any) -> Any:
         import constrain
-        from constrain.errors import ConstrainError
+        from constrain.errors import ConstrainError, EmptyLanguageError
 
         try:
             spec = constrain.json_schema(schema)
@@ -180,6 +184,8 @@ class ConstrainAdapter(Adapter):
         except (ImportError, AttributeError, NotImplementedError) as exc:
             # the schema or CFG layer is not there (yet): report, do not crash the run
             raise CompileError(f"layer missing: {type(exc).__name__}: {exc}") from None
+        except EmptyLanguageError as exc:
+            raise EmptyLanguage(str(exc)) from None
         except ConstrainError as exc:
             raise CompileError(f"{type(exc).__name__}: {exc}") from None
         except RecursionError:

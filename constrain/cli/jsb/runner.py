@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from constrain.cli.jsb.data import SchemaCase, is_valid, serialize
-from constrain.cli.jsb.engines import Adapter, CompileError, bit
+from constrain.cli.jsb.engines import Adapter, CompileError, EmptyLanguage, bit
 
 
 def prepare_instances(
@@ -62,6 +62,15 @@ def evaluate(
         compiled = adapter.compile(schema)
     except CompileError as exc:
         rec.update(status="compile_error", compile_s=time.perf_counter() - t0, error=str(exc)[:500])
+        return rec
+    except EmptyLanguage as exc:
+        # the engine proved no output satisfies the schema: as if its matcher masked every
+        # token at once -- right for every invalid instance, a false reject of any valid one
+        outcomes = [{"accepted": False, "at": 0, "why": "empty language"} for _ in instances]
+        wrong_reject = sum(1 for inst in instances if inst["valid"])
+        rec.update(status="ok", compile_s=time.perf_counter() - t0, false_rejects=wrong_reject,
+                   false_accepts=0, passed=wrong_reject == 0, instances=outcomes, mask_us=[],
+                   note=f"empty language: {str(exc)[:200]}")
         return rec
     except Exception as exc:  # noqa: BLE001 - an engine bug must not stop the run
         rec.update(status="crash", compile_s=time.perf_counter() - t0, error=_tb(exc))
