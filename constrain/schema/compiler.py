@@ -222,6 +222,8 @@ class Compiler:
     # ---- policy ------------------------------------------------------------------------------
     def approx(self, keyword: str, ptr: str, why: str) -> None:
         """Record an over-approximation (lenient) or raise (strict)."""
+        if len(why) > 300:  # a translated regex can run to kilobytes: keep notes readable
+            why = why[:297] + "..."
         if self.strict:
             raise UnsupportedSchemaError(why, keyword, ptr or "#")
         self.warnings.append(f"{ptr or '#'}: {keyword}: {why}")
