@@ -152,8 +152,9 @@ class FightingDecoder(AgreeingDecoder):
 class ColdCache:
     """Clear the DFA's per-state mask caches before each step (mask recomputed every step).
 
-    Every per-state dict goes: ``fill_mask`` reads the int32 view (and any sparse copy) of a
-    cached mask, so clearing ``_cache`` alone left "cold" masking served from the warm cache.
+    ``CompiledDFA.clear_cache`` drops every per-state copy ``fill_mask`` reads; clearing one
+    dict by name once left "cold" masking served warm from another.  (Older checkouts, without
+    the method, have their dicts cleared by name.)
     """
 
     def __init__(self, decoder, compiled) -> None:
@@ -162,10 +163,13 @@ class ColdCache:
         self.vocab_size = decoder.vocab_size
 
     def _clear(self):
-        for name in ("_cache", "_cache_i32", "_sparse"):
-            cache = getattr(self.c, name, None)
-            if cache is not None:
-                cache.clear()
+        if hasattr(self.c, "clear_cache"):
+            self.c.clear_cache()
+        else:
+            for name in ("_cache", "_cache_i32", "_sparse"):
+                cache = getattr(self.c, name, None)
+                if cache is not None:
+                    cache.clear()
         clear_target_cache()  # the budget mask's per-state distances too
 
     def start(self, n):

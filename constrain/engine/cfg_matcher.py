@@ -368,9 +368,10 @@ class CompiledGrammar(CompiledConstraint):
         """
         lx = None if (self.split_entries and len(key) > 1) else self.lexer(key)
         if lx is None:
-            # the product is too big: walk halves of the entries on their own.  Exact: the
-            # item set completed from a union of (origin, terminal) pairs is the union of
-            # the item sets, so its continuations are the union of theirs too
+            # entries walked apart (split_entries, or a product too big): halves on their
+            # own, recursively.  Exact: the item set completed from a union of (origin,
+            # terminal) pairs is the union of the item sets, so its continuations are the
+            # union of theirs too
             h = len(entries) // 2
             d = self._walk(out, entries[:h], key[:h], roots, visited)
             return d + self._walk(out, entries[h:], key[h:], roots, visited)

@@ -36,14 +36,12 @@ class CompiledDFA(CompiledConstraint):
         self.accepting = dfa.accepting
         self.words = bitmask_words(len(vocab))
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._cache_i32: dict[int, np.ndarray] = {}
-        # masks with few non-zero words (a date's "-" state has one) are written as zero-fill
-        # + scatter: that touches only the caller's buffer, not 16 KB of cold cached mask
-        self._sparse: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._sparse_max = max(1, self.words // 16)
-        # state -> (word indices or None, words): the one lookup fill_mask needs while no mask
-        # can be evicted (every precomputed DFA); filled alongside the cache, cleared on eviction
+        # state -> (word indices or None, int32 words): what fill_mask writes, one lookup, while
+        # no mask can be evicted (every precomputed DFA).  Masks with few non-zero words (a
+        # date's "-" state has one) are written as zero-fill + scatter: that touches only the
+        # caller's buffer, not 16 KB of cold cached mask
         self._writer: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
+        self._sparse_max = max(1, self.words // 16)
         self._cache_states = cache_states
         self._eos = set(vocab.eos_token_ids)
         self.stats = {"mask_walks": 0, "nodes_visited": 0}
@@ -56,10 +54,22 @@ class CompiledDFA(CompiledConstraint):
     def state_mask(self, state: int) -> np.ndarray:
         """uint32 words of the tokens allowed from ``state`` (EOS included when accepting); cached."""
         m = self._cache.get(state)
-        if m is not None:
-            if len(self._cache) >= self._cache_states:
-                self._cache.move_to_end(state)  # LRU order only matters once eviction can happen
-            return m
+        if m is None:
+            m = self._walk(state)
+            self._cache[state] = m
+            if len(self._cache) > self._cache_states:
+                self._cache.popitem(last=False)
+        elif len(self._cache) >= self._cache_states:
+            self._cache.move_to_end(state)  # LRU order only matters once eviction can happen
+        if len(self._cache) >= self._cache_states:
+            self._writer.clear()  # LRU order matters from now on: fill_mask takes this path
+        elif state not in self._writer:
+            words = m.view(np.int32)  # same memory, the dtype callers' bitmasks use
+            nz = np.flatnonzero(m)
+            self._writer[state] = (nz, words[nz]) if len(nz) <= self._sparse_max else (None, words)
+        return m
+
+    def _walk(self, state: int) -> np.ndarray:
         m = np.zeros(self.words, dtype=np.uint32)
         trie = self.vocab.trie
         self.stats["nodes_visited"] += kernels.dfa_fill_mask(
@@ -77,20 +87,12 @@ class CompiledDFA(CompiledConstraint):
         self.stats["mask_walks"] += 1
         if self.accepting[state]:  # cache the full mask, EOS included, so fill_mask is one copy
             m |= self.vocab.eos_mask_words
-        self._cache[state] = m
-        self._cache_i32[state] = m.view(np.int32)  # same memory, the dtype callers' bitmasks use
-        nz = np.flatnonzero(m)
-        if len(nz) <= self._sparse_max:
-            self._sparse[state] = (nz, m.view(np.int32)[nz])
-        if len(self._cache) > self._cache_states:
-            old, _ = self._cache.popitem(last=False)
-            del self._cache_i32[old]
-            self._sparse.pop(old, None)
-        if len(self._cache) >= self._cache_states:
-            self._writer.clear()  # LRU order matters from now on: fill_mask takes the slow path
-        else:
-            self._writer[state] = self._sparse.get(state) or (None, self._cache_i32[state])
         return m
+
+    def clear_cache(self) -> None:
+        """Forget every state's mask (benchmarks of cold masking; memory)."""
+        self._cache.clear()
+        self._writer.clear()
 
     def precompute(self) -> None:
         """Compute and cache the mask of every DFA state now."""
@@ -120,22 +122,14 @@ class DFAMatcher(HistoryMatcher):
             return
         c = self.compiled
         w = c._writer.get(self.pos)
-        if w is not None:  # the common case, kept to one dict lookup and one write
-            if w[0] is None:
-                np.copyto(bitmask, w[1], casting="unsafe")
-            else:
-                bitmask.fill(0)
-                bitmask[w[0]] = w[1]
-            return
-        sp = c._sparse.get(self.pos)
-        if sp is not None and len(c._cache) < c._cache_states:
+        if w is None:  # a miss, or a full LRU cache: state_mask keeps its order
+            c.state_mask(self.pos)
+            w = c._writer.get(self.pos) or (None, c._cache[self.pos].view(np.int32))
+        if w[0] is None:
+            np.copyto(bitmask, w[1], casting="unsafe")
+        else:
             bitmask.fill(0)
-            bitmask[sp[0]] = sp[1]
-            return
-        words = c._cache_i32.get(self.pos)
-        if words is None or len(c._cache) >= c._cache_states:  # miss, or LRU order matters
-            words = c.state_mask(self.pos).view(np.int32)
-        np.copyto(bitmask, words, casting="unsafe")
+            bitmask[w[0]] = w[1]
 
     def check(self, token_id: int) -> bool:
         self._check_range(token_id)
