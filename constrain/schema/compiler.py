@@ -1026,14 +1026,7 @@ class Compiler:
         if not dfas and not neg and not excl:
             if min_len == 0 and max_len is None:
                 return b.regex(sx.ANY_JSON_STRING)
-            try:
-                return self.dfa_term(sx.json_length_string_dfa(min_len, max_len), "str")
-            except ConstraintTooLarge as e:
-                notes.append(("maxLength", last, f"length bound not expressed ({e})"))
-                try:  # drop only the bound that is too large: minLength 8 with maxLength 2048 keeps the 8
-                    return self.dfa_term(sx.json_length_string_dfa(min_len, None), "str")
-                except ConstraintTooLarge:
-                    return b.regex(sx.ANY_JSON_STRING)
+            return self._length_only(min_len, max_len, notes, last)
         try:
             value = None
             cap = self.MAX_STRING_STATES * 8
@@ -1072,10 +1065,19 @@ class Compiler:
             return b.dfa(sx.json_string_dfa(value), "str")
         except ConstraintTooLarge as e:
             notes.append(("pattern", last, f"string constraints too large to build ({e}); length bounds only"))
+            return self._length_only(min_len, max_len, notes, last)
+
+    def _length_only(self, min_len: int, max_len: int | None, notes: list, last: int) -> str:
+        """JSON strings of ``min_len..max_len`` code points; a bound too large to build drops
+        itself only (minLength 8 with maxLength 2048 keeps the 8)."""
+        try:
+            return self.dfa_term(sx.json_length_string_dfa(min_len, max_len), "str")
+        except ConstraintTooLarge as e:
+            notes.append(("maxLength", last, f"length bound not expressed ({e})"))
             try:
-                return self.dfa_term(sx.json_length_string_dfa(min_len, max_len), "str")
+                return self.dfa_term(sx.json_length_string_dfa(min_len, None), "str")
             except ConstraintTooLarge:
-                return b.regex(sx.ANY_JSON_STRING)
+                return self.b.regex(sx.ANY_JSON_STRING)
 
     def key_dfa(self, value: ByteDFA) -> str:
         return self.dfa_term(sx.json_string_dfa(value), "key")
