@@ -9,6 +9,7 @@ stays the regex-to-DFA construction.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -18,6 +19,15 @@ from constrain.engine import kernels
 from constrain.engine.matcher import CompiledConstraint, HistoryMatcher, bitmask_words
 from constrain.errors import EmptyLanguageError
 from constrain.vocab import Vocabulary
+
+# the C fill_mask (native/maskwriter.c); optional, so a compiler-less install still works.
+# CONSTRAIN_NO_NATIVE=1 turns it off (the pure-Python path; tests run both)
+try:
+    from constrain import _native
+except ImportError:  # pragma: no cover - exercised only where the extension was not built
+    _native = None
+if os.environ.get("CONSTRAIN_NO_NATIVE", "") not in ("", "0"):
+    _native = None
 
 
 class CompiledDFA(CompiledConstraint):
@@ -41,6 +51,8 @@ class CompiledDFA(CompiledConstraint):
         # date's "-" state has one) are written as zero-fill + scatter: that touches only the
         # caller's buffer, not 16 KB of cold cached mask
         self._writer: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
+        # the same entries, held by the C extension for matchers' C fill_mask (None: not built)
+        self._native = _native.MaskTable(dfa.n_states, self.words) if _native is not None else None
         self._sparse_max = max(1, self.words // 16)
         self._cache_states = cache_states
         self._eos = set(vocab.eos_token_ids)
@@ -50,6 +62,22 @@ class CompiledDFA(CompiledConstraint):
 
     def matcher(self) -> DFAMatcher:
         return DFAMatcher(self)
+
+    def __getstate__(self) -> dict:
+        # the C table holds buffers, not picklable: it is rebuilt from ``_writer`` on load
+        state = self.__dict__.copy()
+        state["_native"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if _native is not None:
+            self._native = _native.MaskTable(self.dfa.n_states, self.words)
+            for s, (idx, words) in self._writer.items():
+                if idx is None:
+                    self._native.set_dense(s, words)
+                else:
+                    self._native.set_sparse(s, idx, words)
 
     def state_mask(self, state: int) -> np.ndarray:
         """uint32 words of the tokens allowed from ``state`` (EOS included when accepting); cached."""
@@ -62,12 +90,48 @@ class CompiledDFA(CompiledConstraint):
         elif len(self._cache) >= self._cache_states:
             self._cache.move_to_end(state)  # LRU order only matters once eviction can happen
         if len(self._cache) >= self._cache_states:
-            self._writer.clear()  # LRU order matters from now on: fill_mask takes this path
+            # LRU order matters from now on: fill_mask takes this path
+            self._writer.clear()
+            if self._native is not None:
+                self._native.clear()
         elif state not in self._writer:
             words = m.view(np.int32)  # same memory, the dtype callers' bitmasks use
-            nz = np.flatnonzero(m)
-            self._writer[state] = (nz, words[nz]) if len(nz) <= self._sparse_max else (None, words)
+            nz = np.flatnonzero(m).astype(np.int64)
+            w = self._writer[state] = (nz, words[nz]) if len(nz) <= self._sparse_max else (None, words)
+            if self._native is not None:
+                if w[0] is None:
+                    self._native.set_dense(state, w[1])
+                else:
+                    self._native.set_sparse(state, w[0], w[1])
         return m
+
+    def _fill_state(self, state: int, bitmask: np.ndarray) -> None:
+        """Write ``state``'s mask (``-1``: nothing allowed) into ``bitmask``: the pure-Python path.
+
+        It is the reference for the C ``Cursor.fill_mask`` and what that calls for states the
+        C table lacks (first visits; every visit once the LRU cache is full) and for bitmasks
+        that are not writable contiguous int32 buffers.  A CPU torch tensor (xgrammar's bitmask
+        type) is written through its numpy view.
+        """
+        if not isinstance(bitmask, np.ndarray) and hasattr(bitmask, "numpy"):
+            bitmask = bitmask.numpy()
+        if bitmask.size != self.words:  # a short one would be half-written without a word
+            raise ValueError(
+                f"bitmask has {bitmask.size} words; this vocabulary of {len(self.vocab)} tokens needs "
+                f"{self.words} (ceil(V/32))"
+            )
+        if state < 0:
+            bitmask[:] = 0
+            return
+        w = self._writer.get(state)
+        if w is None:  # a miss, or a full LRU cache: state_mask keeps its order
+            self.state_mask(state)
+            w = self._writer.get(state) or (None, self._cache[state].view(np.int32))
+        if w[0] is None:
+            np.copyto(bitmask, w[1], casting="unsafe")
+        else:
+            bitmask[:] = 0
+            bitmask[w[0]] = w[1]
 
     def _walk(self, state: int) -> np.ndarray:
         m = np.zeros(self.words, dtype=np.uint32)
@@ -93,6 +157,8 @@ class CompiledDFA(CompiledConstraint):
         """Forget every state's mask (benchmarks of cold masking; memory)."""
         self._cache.clear()
         self._writer.clear()
+        if self._native is not None:
+            self._native.clear()
 
     def precompute(self) -> None:
         """Compute and cache the mask of every DFA state now."""
@@ -109,6 +175,52 @@ class DFAMatcher(HistoryMatcher):
         self.pos: int = compiled.dfa.start
         self.history: list[int] = []
         self.terminated = False
+        self._bind_native()
+
+    def _bind_native(self) -> None:
+        """Give this matcher the C ``fill_mask`` when the extension is built.
+
+        The C cursor mirrors ``pos`` (``-1`` once terminated); every method that moves the
+        state keeps it in step.  ``fill_mask`` becomes the cursor's bound method, an instance
+        attribute that shadows the class's Python one: a call is then one C call, no frame.
+        """
+        table = self.compiled._native
+        if table is None:
+            self._cursor = None
+            return
+        self._cursor = _native.Cursor(table, self.compiled._fill_state, -1 if self.terminated else self.pos)
+        self.fill_mask = self._cursor.fill_mask
+
+    def _push(self, new_pos: int) -> None:
+        self.history.append(self.pos)
+        self.pos = new_pos
+        if self._cursor is not None:
+            self._cursor.state = new_pos
+
+    def _terminate(self) -> None:
+        super()._terminate()
+        if self._cursor is not None:
+            self._cursor.state = -1
+
+    def rollback(self, n: int = 1) -> None:
+        super().rollback(n)
+        if self._cursor is not None and n:
+            self._cursor.state = self.pos
+
+    def copy(self) -> DFAMatcher:
+        m = super().copy()
+        m._bind_native()
+        return m
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("fill_mask", None)
+        state["_cursor"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind_native()
 
     @property
     def state(self) -> int:
@@ -117,19 +229,9 @@ class DFAMatcher(HistoryMatcher):
 
     # ---- contract ---------------------------------------------------------------------------
     def fill_mask(self, bitmask: np.ndarray) -> None:
-        if self.terminated:
-            bitmask[:] = 0
-            return
-        c = self.compiled
-        w = c._writer.get(self.pos)
-        if w is None:  # a miss, or a full LRU cache: state_mask keeps its order
-            c.state_mask(self.pos)
-            w = c._writer.get(self.pos) or (None, c._cache[self.pos].view(np.int32))
-        if w[0] is None:
-            np.copyto(bitmask, w[1], casting="unsafe")
-        else:
-            bitmask.fill(0)
-            bitmask[w[0]] = w[1]
+        # the pure-Python path; with the C extension built, the instance's C ``fill_mask``
+        # (see _bind_native) shadows this method
+        self.compiled._fill_state(-1 if self.terminated else self.pos, bitmask)
 
     def check(self, token_id: int) -> bool:
         self._check_range(token_id)

@@ -1,0 +1,164 @@
+"""The C ``fill_mask`` (native/maskwriter.c) against the pure-Python path it replaces.
+
+Every test drives a matcher through random advances, EOS, rollbacks and copies, and compares
+what the C cursor writes with ``CompiledDFA._fill_state`` (the Python reference) at each step.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from constrain.automata import ByteDFA
+from constrain.engine.dfa_matcher import CompiledDFA
+from constrain.vocab import Vocabulary
+
+native = pytest.importorskip("constrain._native", reason="the C extension was not built (no compiler?)")
+
+
+def _reference(m, words: int) -> np.ndarray:
+    out = np.full(words, -7, dtype=np.int32)
+    m.compiled._fill_state(-1 if m.terminated else m.pos, out)
+    return out
+
+
+@st.composite
+def dfa_and_vocab(draw):
+    n = draw(st.integers(1, 6))
+    table = np.full((n, 256), -1, dtype=np.int32)
+    for s in range(n):
+        for b in (97, 98, 99):
+            if draw(st.booleans()):
+                table[s, b] = draw(st.integers(0, n - 1))
+    acc = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    # enough tokens that some masks are dense and some sparse (more than 16 words)
+    toks = draw(st.lists(st.binary(min_size=1, max_size=3), min_size=40, max_size=900))
+    toks = [bytes(97 + (b % 3) for b in t) for t in toks] + [None]  # None: EOS
+    return ByteDFA(table, acc, 0), Vocabulary.from_token_bytes(toks, eos_token_ids=[len(toks) - 1])
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), cache_states=st.sampled_from([1, 2, 4096]), precompute=st.booleans())
+def test_c_fill_mask_equals_python_reference(data, cache_states, precompute):
+    dfa, vocab = data.draw(dfa_and_vocab())
+    if dfa.is_empty():
+        return
+    compiled = CompiledDFA(dfa, vocab, cache_states=cache_states, precompute=precompute)
+    words = compiled.words
+    matchers = [compiled.matcher()]
+    assert matchers[0].fill_mask is not type(matchers[0]).fill_mask  # the C path is bound
+    for _ in range(data.draw(st.integers(1, 25))):
+        m = matchers[data.draw(st.integers(0, len(matchers) - 1))]
+        got = np.full(words, 123, dtype=np.int32)
+        m.fill_mask(got)
+        np.testing.assert_array_equal(got, _reference(m, words))
+        # uint32 buffers are filled too (same layout)
+        got_u = np.zeros(words, dtype=np.uint32)
+        m.fill_mask(got_u)
+        np.testing.assert_array_equal(got_u.view(np.int32), got)
+        action = data.draw(st.sampled_from(["advance", "rollback", "copy", "clear"]))
+        if action == "advance" and not m.is_terminated():
+            allowed = np.flatnonzero(m.mask())
+            if len(allowed):
+                m.advance(int(allowed[data.draw(st.integers(0, len(allowed) - 1))]))
+        elif action == "rollback" and m.num_tokens():
+            m.rollback(data.draw(st.integers(1, m.num_tokens())))
+        elif action == "copy":
+            matchers.append(m.copy())
+        elif action == "clear":
+            compiled.clear_cache()
+
+
+def test_bitmasks_the_c_path_cannot_write_go_through_python(llama3_vocab):
+    import torch
+
+    from constrain import compile, regex
+
+    compiled = compile(regex(r"[0-9]{2}-[a-z]+"), llama3_vocab)
+    m = compiled.matcher()
+    words = compiled.words
+    want = _reference(m, words)
+    strided = np.zeros((words, 2), dtype=np.int32)[:, 0]  # not contiguous
+    m.fill_mask(strided)
+    np.testing.assert_array_equal(strided, want)
+    t = torch.zeros(words, dtype=torch.int32)  # no buffer protocol
+    m.fill_mask(t)
+    np.testing.assert_array_equal(t.numpy(), want)
+    with pytest.raises(ValueError):  # wrong length: numpy's own error, as before
+        m.fill_mask(np.zeros(words - 1, dtype=np.int32))
+    ro = np.zeros(words, dtype=np.int32)
+    ro.setflags(write=False)
+    with pytest.raises(ValueError):
+        m.fill_mask(ro)
+
+
+def test_pickled_compiled_and_matcher_keep_the_c_path(llama3_vocab):
+    from constrain import compile, regex
+
+    compiled = compile(regex(r"(ab|cd)[0-9]+"), llama3_vocab)
+    m = compiled.matcher()
+    m.advance(llama3_vocab.encode("ab")[0])
+    m2 = pickle.loads(pickle.dumps(m))
+    assert m2.fill_mask is not type(m2).fill_mask
+    got = np.zeros(compiled.words, dtype=np.int32)
+    m2.fill_mask(got)
+    np.testing.assert_array_equal(got, _reference(m, compiled.words))
+
+
+def test_table_rejects_bad_entries():
+    t = native.MaskTable(3, 4)
+    with pytest.raises(IndexError):
+        t.set_dense(3, np.zeros(4, dtype=np.int32))
+    with pytest.raises(ValueError):
+        t.set_dense(0, np.zeros(5, dtype=np.int32))
+    with pytest.raises(TypeError):
+        t.set_dense(0, np.zeros(4, dtype=np.int64))
+    with pytest.raises(ValueError):
+        t.set_sparse(0, np.array([4], dtype=np.int64), np.array([1], dtype=np.int32))
+    with pytest.raises(ValueError):
+        t.set_sparse(0, np.array([1, 2], dtype=np.int64), np.array([1], dtype=np.int32))
+    t.set_sparse(1, np.array([2], dtype=np.int64), np.array([9], dtype=np.int32))
+    assert len(t) == 1 and t.has(1) and not t.has(0) and not t.has(99)
+    calls = []
+    c = native.Cursor(t, lambda s, bm: calls.append(s), 0)
+    out = np.ones(4, dtype=np.int32)
+    c.fill_mask(out)  # state 0 missing: the fallback gets it
+    assert calls == [0]
+    c.state = 1
+    c.fill_mask(out)
+    assert out.tolist() == [0, 0, 9, 0]
+    c.state = -1
+    c.fill_mask(out)
+    assert out.tolist() == [0, 0, 0, 0]
+    c.state = 7
+    with pytest.raises(IndexError):
+        c.fill_mask(out)
+
+
+def test_pure_python_path_when_turned_off(tmp_path):
+    """CONSTRAIN_NO_NATIVE=1: matchers use the Python fill_mask, with the same masks."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from constrain.automata import ByteDFA\n"
+        "from constrain.engine import dfa_matcher as dm\n"
+        "from constrain.vocab import Vocabulary\n"
+        "assert dm._native is None\n"
+        "t = np.full((2, 256), -1, dtype=np.int32); t[0, 97] = 1; t[1, 98] = 1\n"
+        "v = Vocabulary.from_token_bytes([b'a', b'b', b'ab', b'ba', None], eos_token_ids=[4])\n"
+        "m = dm.CompiledDFA(ByteDFA(t, np.array([False, True]), 0), v).matcher()\n"
+        "assert m.fill_mask.__func__ is dm.DFAMatcher.fill_mask\n"
+        "out = np.zeros(1, dtype=np.int32); m.fill_mask(out); print(int(out[0]))\n"
+        "m.advance(0); m.fill_mask(out); print(int(out[0]))\n"
+    )
+    env = dict(os.environ, CONSTRAIN_NO_NATIVE="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    # state 0: 'a' and 'ab'; state 1 (accepting): 'b' and EOS
+    assert out.stdout.split() == [str(0b101), str(0b10010)]
