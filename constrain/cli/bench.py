@@ -280,7 +280,8 @@ def warmup_line(path: Path) -> str:
     ]
     return (
         "First-call cost per worker (Numba JIT or cache load, lazy imports; paid on a warm-up schema "
-        "and excluded from the compile and mask times above): " + "; ".join(parts) + "\n"
+        "and excluded from the compile and mask times above): " + "; ".join(parts) + ". "
+        "Workers call gc.freeze() after that set-up, as a Python server does once its model is loaded.\n"
     )
 
 

@@ -9,11 +9,13 @@ schema's remaining engines.  ``--workers 1`` still isolates through one such pro
 
 Workers are started with the ``spawn`` method and pin their engines to one thread before
 importing them (:func:`~constrain.cli.jsb.engines.single_thread_env`).  They load each
-engine's tokenizer once and keep it for every schema they get.
+engine's tokenizer once and keep it for every schema they get, and call ``gc.freeze()``
+after each engine's set-up (see ``_worker_main``).
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import time
 from collections import deque
@@ -110,6 +112,12 @@ def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
                         return
                     conn.send(("warmup", engine, a.warm_up()))
                     adapters[engine] = a
+                    # the usual setting of a Python server once its model is loaded: what is on
+                    # the heap now (torch, transformers, tokenizers, the engines) leaves the
+                    # cyclic GC, so a full collection triggered while matching walks only what
+                    # was made since; the same for every engine (the peers are native code)
+                    gc.collect()
+                    gc.freeze()
                 conn.send(("phase", engine, "compile"))
                 rec = evaluate(
                     adapters[engine],
