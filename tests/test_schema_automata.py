@@ -92,6 +92,18 @@ def test_pattern_is_a_search_and_ecma_classes():
     assert digits.accepts("5") and not digits.accepts("\u0665")  # ECMA \d is ASCII
 
 
+NON_SPACE_CLASSES = [r"^[\S]+$", r"^[^\S\n]+$", r"^[\S\s]*$", r"^[a\S]$", r"[^\S\t ]", r"^[\S-]+\d$", r"x[\Sy]*z"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(NON_SPACE_CLASSES), st.text(alphabet="ab xyz-1\t\n\r\u3000\u00a0", max_size=6))
+def test_non_space_escape_inside_classes(pattern, text):
+    """``\\S`` inside ``[...]`` (e.g. ``^[\\S]+$``) used to be refused, and the pattern dropped
+    (any string accepted).  re.search agrees with ECMA on these characters once ``$`` is
+    ``\\Z`` (Python's ``$`` also matches before a final newline, ECMA's does not)."""
+    assert sx.pattern_dfa(pattern).accepts(text) == bool(re.search(pattern.replace("$", r"\Z"), text))
+
+
 def test_minus_literals():
     d = sx.minus_literals(sx.any_string_text_dfa(), ['"ab"', '"a"'])
     assert [d.accepts(x) for x in ['"ab"', '"a"', '"abc"', '""', '"b"']] == [False, False, True, True, True]

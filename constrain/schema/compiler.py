@@ -56,6 +56,9 @@ _DIALECT_TO_DRAFT = {
     "json-schema.org/draft/2020-12/schema": "2020-12",
 }
 MAX_BRANCHES = 256
+# distributed branches in one whole schema: unions inside recursive schemas multiply (each
+# visit of a subtree in a new context distributes again); past this, unions stop distributing
+MAX_TOTAL_BRANCHES = 20_000
 _CONSTRAINING = {
     "type", "enum", "const", "nullable", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
     "multipleOf", "minLength", "maxLength", "pattern", "format", "items", "prefixItems", "additionalItems",
@@ -63,9 +66,16 @@ _CONSTRAINING = {
     "patternProperties", "propertyNames", "minProperties", "maxProperties",
 }
 _UNSUPPORTED = {"unevaluatedProperties", "unevaluatedItems", "contentSchema"}
+# every keyword some draft gives a meaning to (assertions, applicators, references); the rest
+# are annotations, e.g. to a negation
+_SEMANTIC = _CONSTRAINING | _UNSUPPORTED | {
+    "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependencies", "dependentRequired",
+    "dependentSchemas", "$ref", "$dynamicRef", "$recursiveRef", "minContains", "maxContains",
+}
 MAX_COUNT = 256
 MAX_SUBSET_KEYS = 4
 MAX_REQUIRED_TRACKED = 8
+MAX_NEGATION_BRANCHES = 64  # branches of the negation of an anyOf (a product of the negations)
 MAX_UNIQUE_DOMAIN = 8
 
 
@@ -464,8 +474,10 @@ class Compiler:
                 if br is None:
                     continue
                 budget[0] -= 1
-                if budget[0] < 0:
-                    self.approx("anyOf", p.ptr, "too many combinations of alternatives; extra constraints dropped")
+                self.branches_total = getattr(self, "branches_total", 0) + 1
+                if budget[0] < 0 or self.branches_total > MAX_TOTAL_BRANCHES:
+                    why = "in this union" if budget[0] < 0 else f"in the schema (over {MAX_TOTAL_BRANCHES})"
+                    self.approx("anyOf", p.ptr, f"too many combinations of alternatives {why}; extra constraints dropped")
                     return self.gen_parts(others, ptr, [MAX_BRANCHES], True)
                 alts.append((self.gen_parts(others + br, ptr, budget, True),))
             return self.b.rule(alts, "alt")
@@ -589,7 +601,24 @@ class Compiler:
         return len(set(sigs)) == len(sigs) and not (ts and any(k == "c" for k, _ in sigs))
 
     def negate(self, schema: Any, res: Any, ptr: str) -> list | None:
-        """Branch schemas whose union is exactly the complement of ``schema``, or None."""
+        """Branch schemas whose union is exactly the complement of ``schema``, or None.
+
+        Memoised per (schema object, base): the branches are new schema objects, and merged
+        subtrees are memoised by the identity of their schema objects (:meth:`conj`), so a
+        negation rebuilt on every visit of a recursive schema defeated that memo and the
+        distribution grew exponentially (an ``if`` inside ``$ref: "#"``).
+        """
+        if not isinstance(schema, dict):
+            return self._negate(schema, res, ptr)
+        key = ("neg", id(schema), self.base_of(res))
+        hit = self.memo.get(key)
+        if hit is None:
+            self._keep = getattr(self, "_keep", [])
+            self._keep.append(schema)  # keep the id stable
+            hit = self.memo[key] = (self._negate(schema, res, ptr),)
+        return hit[0]
+
+    def _negate(self, schema: Any, res: Any, ptr: str) -> list | None:
         if schema is True:
             return [False]
         if schema is False:
@@ -597,19 +626,20 @@ class Compiler:
         if not isinstance(schema, dict):
             return None
         ignorable = {"$comment", "description", "title", "default", "examples", "$schema", "$id"}
-        keys = [k for k in schema if k not in ignorable]
+        # keywords no draft gives a meaning (javaType, markdownDescription, ...) are annotations
+        keys = [k for k in schema if k not in ignorable and k in _SEMANTIC]
         if "$ref" in keys:
             got = self.resolve(schema["$ref"], self.enter(schema, res), ptr)
-            if got is None or len(keys) > 1 or got[1] is not res and self.base_of(got[1]) != self.base_of(res):
+            if got is None or got[1] is not res and self.base_of(got[1]) != self.base_of(res):
                 return None
-            return self.negate(got[0], res, ptr)
+            target = self.negate(got[0], res, ptr)
+            if target is None or len(keys) == 1:
+                return target
+            # $ref beside other keywords (2019-09+, and what JSONSchemaBench's schemas mean):
+            # both hold, so the negation is the union of the two negations
+            rest = self.negate({k: v for k, v in schema.items() if k != "$ref"}, res, ptr)
+            return None if rest is None else target + rest
         out: list = []
-        non = {
-            "number": ["null", "boolean", "object", "array", "string"],
-            "string": ["null", "boolean", "object", "array", "number"],
-            "array": ["null", "boolean", "object", "string", "number"],
-            "object": ["null", "boolean", "array", "string", "number"],
-        }
         for k in keys:
             v = schema[k]
             if k == "type":
@@ -625,17 +655,16 @@ class Compiler:
             elif k == "enum" and isinstance(v, list):
                 out.append({"__not_values": list(v)})
             elif k == "required" and isinstance(v, list):
-                out.extend({"properties": {name: False}} for name in v)
+                # only objects: any other value satisfies 'required' (so fails its negation)
+                out.extend({"type": "object", "properties": {name: False}} for name in v)
             elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") and not isinstance(v, bool):
                 flip = {"minimum": "exclusiveMaximum", "maximum": "exclusiveMinimum",
                         "exclusiveMinimum": "maximum", "exclusiveMaximum": "minimum"}[k]
-                out.append({"type": non["number"]})
                 out.append({"type": "number", flip: v})
             elif k in ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"):
                 kind = {"L": "string", "I": "array", "P": "object"}[k[3] if k.startswith("max") else k[3]]
                 other = ("max" if k.startswith("min") else "min") + k[3:]
                 nv = v - 1 if k.startswith("min") else v + 1
-                out.append({"type": non[kind]})
                 if nv >= 0:
                     out.append({"type": kind, other: nv})
             elif k == "properties" and isinstance(v, dict) and "patternProperties" not in schema:
@@ -647,13 +676,42 @@ class Compiler:
                         if branch is not False:
                             out.append({"type": "object", "required": [name], "properties": {name: branch}})
             elif k == "pattern" and isinstance(v, str):
-                out.append({"type": non["string"]})
                 out.append({"type": "string", "__not_pattern": v})
+            elif k == "not":
+                out.append(v)  # not (not S) = S
+            elif k == "uniqueItems" and v is False or k in ("then", "else") and "if" not in schema:
+                continue  # no constraint
+            elif k == "if" and "then" not in schema and "else" not in schema:
+                continue
+            elif k == "items" and isinstance(v, dict | bool) and "prefixItems" not in schema:
+                # only arrays are constrained: some item fails
+                out.append({"type": "array", "contains": {"not": v}} if v is not True else False)
+            elif k == "contains" and "minContains" not in schema and "maxContains" not in schema:
+                out.append({"type": "array", "items": {"not": v}})
+            elif k == "allOf" and isinstance(v, list) and v:
+                # not (A and B) = not A or not B ('not both cmd and args': allOf of requireds)
+                for j, sub in enumerate(v):
+                    ng = self.negate(sub, res, f"{ptr}/allOf/{j}")
+                    if ng is None:
+                        return None
+                    out.extend(ng)
+            elif k == "anyOf" and isinstance(v, list) and v:
+                # not (A or B) = not A and not B: every choice of one branch per negation,
+                # bounded (the product grows with each sub-schema's branch count)
+                combos: list[list] = [[]]
+                for j, sub in enumerate(v):
+                    ng = self.negate(sub, res, f"{ptr}/anyOf/{j}")
+                    if ng is None or len(combos) * len(ng) > MAX_NEGATION_BRANCHES:
+                        return None
+                    combos = [c + [b] for c in combos for b in ng if b is not False]
+                out.extend({"allOf": c} if len(c) > 1 else c[0] for c in combos if c)
+                if not combos:
+                    out.append(False)
             else:
                 return None
-        if not keys:
-            return [False]
-        return out
+        # a type-specific keyword holds for every other type, so only its own type can fail it:
+        # e.g. not {"minimum": 5} is the numbers below 5, not also every string
+        return out or [False]
 
     # ---- merge + emit ------------------------------------------------------------------------
     def emit(self, parts: list[Part], ptr: str, dist: bool = False) -> str:
@@ -1559,7 +1617,18 @@ class Compiler:
         rules: dict[tuple, str] = {}
         track_all = order == "any" and n <= MAX_SUBSET_KEYS
         track_req = order == "any" and not track_all and len(req) <= MAX_REQUIRED_TRACKED
-        if order == "any" and not track_all and not track_req:
+        # too many required keys for a subset state: count them instead (linear, not 2^R
+        # states).  Exact for texts without repeated keys (every parsed instance); a text that
+        # repeats a required key could omit another, so it stays a (much tighter) approximation
+        count_req = order == "any" and not track_all and not track_req and (len(req) + 1) * (top + 1) <= 20000
+        if count_req:
+            self.approx(
+                "required",
+                ptr,
+                f"more than {MAX_REQUIRED_TRACKED} required keys in any order: counted, not tracked "
+                "(a text repeating a required key may omit another)",
+            )
+        elif order == "any" and not track_all and not track_req:
             self.approx("required", ptr, f"more than {MAX_REQUIRED_TRACKED} required keys in any order: not enforced")
         if order == "any" and not track_all:
             self.warnings.append(f"{ptr or '#'}: properties: optional keys may repeat (any-order object with {n} keys)")
@@ -1589,7 +1658,10 @@ class Compiler:
                             alts.append(sep + (e, st(n, c + 1, True)))
             else:
                 seen = pos
-                done = all(seen >> i & 1 for i in (req if track_all or track_req else []))
+                if count_req:
+                    done = seen >= len(req)
+                else:
+                    done = all(seen >> i & 1 for i in (req if track_all or track_req else []))
                 if done and (c >= min_p or not count_needed):
                     alts.append(())
                 if can_add:
@@ -1600,6 +1672,8 @@ class Compiler:
                         elif track_req and entries[i][2]:
                             if not seen >> i & 1:
                                 alts.append(sep + (kvs[i], st(seen | 1 << i, c + 1, True)))
+                        elif count_req and entries[i][2]:
+                            alts.append(sep + (kvs[i], st(min(seen + 1, len(req)), c + 1, True)))
                         else:
                             alts.append(sep + (kvs[i], st(seen, c + 1, True)))
                     for e in ekvs:

@@ -68,6 +68,10 @@ def ecma_to_python(pattern: str) -> str:
             if ch == "]":
                 in_class = False
             out.append(ch)
+        elif ch == "[" and (cls := _class_with_non_space(pattern, i)) is not None:
+            out.append(cls[0])
+            i = cls[1]
+            continue
         elif ch == "[":
             in_class = True
             out.append(ch)
@@ -84,6 +88,47 @@ def ecma_to_python(pattern: str) -> str:
             out.append(ch)
         i += 1
     return "".join(out)
+
+
+# the code points of _ECMA_WS, one by one (a negated class with \S inside needs them)
+_ECMA_WS_CHARS = "\t\n\x0b\x0c\r \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + (
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
+def _class_with_non_space(pattern: str, i: int) -> tuple[str, int] | None:
+    r"""``[...]`` at ``i`` holding ``\S`` as Python regex text, and the offset after it; else None.
+
+    ``\S`` is the complement of ECMA's Unicode ``\s``, which has no class-item spelling:
+    a class is a union of its items, so ``[\S...]`` becomes ``(?:[^ws]|[...])``, and
+    ``[^\S...]`` (whitespace except the rest, e.g. ``[^\S\n]``) the listed whitespace
+    characters the rest does not match.
+    """
+    j = i + 1
+    negated = pattern.startswith("^", j)
+    j += negated
+    rest: list[str] = []
+    has_s = False
+    while j < len(pattern) and pattern[j] != "]":
+        if pattern[j] == "\\" and j + 1 < len(pattern):
+            if pattern[j + 1] == "S":
+                has_s = True
+            else:
+                rest.append(pattern[j : j + 2])
+            j += 2
+            continue
+        rest.append(pattern[j])
+        j += 1
+    if not has_s or j >= len(pattern):
+        return None  # no \S, or no closing bracket: the ordinary path (and its errors)
+    rest_py = ecma_to_python("[" + "".join(rest) + "]") if rest else None
+    if not negated:
+        non_ws = f"[^{_ECMA_WS}]"
+        return (f"(?:{non_ws}|{rest_py})" if rest_py else non_ws), j + 1
+    keep = [c for c in _ECMA_WS_CHARS if rest_py is None or re.fullmatch(rest_py, c) is None]
+    if not keep:
+        raise RegexError("character class matches nothing", pattern, i)
+    return "[" + "".join(f"\\u{ord(c):04x}" for c in keep) + "]", j + 1
 
 
 def _unescaped_end(text: str, ch: str) -> bool:
