@@ -295,6 +295,30 @@ def test_negations_are_exact(schema):
         assert acc(json.dumps(x)) == jsonschema.Draft202012Validator(schema).is_valid(x), x
 
 
+D4 = "http://json-schema.org/draft-04/schema#"
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$schema": D4, "not": {"items": {"type": "string"}}},  # draft 4 has no 'contains'
+        {"$schema": D4, "not": {"const": 1}},  # nor 'const': not {} accepts nothing
+        {"$schema": D4, "oneOf": [{"properties": {"d": {"items": {"type": "string"}}}}, {"required": ["d"]}]},
+    ],
+)
+def test_negations_in_draft4_use_only_its_keywords(schema):
+    """A negated 'items' became a 'contains' branch, which draft 4 reads as an annotation: any
+    array passed (JSONSchemaBench Github_hard o23230 accepted a value matching both oneOf
+    branches)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SchemaApproximationWarning)
+        acc = acceptor(json_schema(schema))
+    for x in [["x"], [1], [], ["x", 1], 1, {"d": ["x"]}, {"d": [1]}, {}]:
+        assert acc(json.dumps(x)) == jsonschema.Draft4Validator(schema).is_valid(x), x
+
+
 def test_negated_number_bound_is_numbers_only():
     """not {"minimum": 5} is the numbers below 5: strings satisfy 'minimum', so they fail it
     (the negation used to add every other type; the exponent-form range is still warned)."""

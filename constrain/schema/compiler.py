@@ -627,7 +627,12 @@ class Compiler:
             return None
         ignorable = {"$comment", "description", "title", "default", "examples", "$schema", "$id"}
         # keywords no draft gives a meaning (javaType, markdownDescription, ...) are annotations
-        keys = [k for k in schema if k not in ignorable and k in _SEMANTIC]
+        # (and keywords of later drafts are annotations here too, as flatten treats them)
+        keys = [
+            k for k in schema
+            if k not in ignorable and k in _SEMANTIC
+            and not (k in _LATER_KEYWORDS and _DRAFT_ORDER[self.draft] < _DRAFT_ORDER[_LATER_KEYWORDS[k]])
+        ]
         if "$ref" in keys:
             got = self.resolve(schema["$ref"], self.enter(schema, res), ptr)
             if got is None or got[1] is not res and self.base_of(got[1]) != self.base_of(res):
@@ -684,8 +689,9 @@ class Compiler:
             elif k == "if" and "then" not in schema and "else" not in schema:
                 continue
             elif k == "items" and isinstance(v, dict | bool) and "prefixItems" not in schema:
-                # only arrays are constrained: some item fails
-                out.append({"type": "array", "contains": {"not": v}} if v is not True else False)
+                # only arrays are constrained: some item fails.  '__contains' is 'contains' in
+                # every draft (draft 4 has no 'contains': that word would be an annotation there)
+                out.append({"type": "array", "__contains": {"not": v}} if v is not True else False)
             elif k == "contains" and "minContains" not in schema and "maxContains" not in schema:
                 out.append({"type": "array", "items": {"not": v}})
             elif k == "allOf" and isinstance(v, list) and v:
@@ -1203,15 +1209,18 @@ class Compiler:
                 min_i = max(min_i, int(s["minItems"]))
             if "maxItems" in s:
                 max_i = int(s["maxItems"]) if max_i is None else min(max_i, int(s["maxItems"]))
-            if "contains" in s:
-                mc = int(s.get("minContains", 1)) if self.draft in ("2019-09", "2020-12") else 1
-                xc = s.get("maxContains") if self.draft in ("2019-09", "2020-12") else None
-                f = self.raw(s["contains"], res, p.ptr + "/contains")
+            for ck in ("contains", "__contains"):  # (the second: a negated 'items', any draft)
+                if ck not in s:
+                    continue
+                later = self.draft in ("2019-09", "2020-12") and ck == "contains"
+                mc = int(s.get("minContains", 1)) if later else 1
+                xc = s.get("maxContains") if later else None
+                f = self.raw(s[ck], res, p.ptr + "/contains")
                 if f is None:
                     if mc > 0:
                         return None
                 else:
-                    contains.append((f, mc, xc, p.ptr, s["contains"], res))
+                    contains.append((f, mc, xc, p.ptr, s[ck], res))
             if s.get("uniqueItems") is True:
                 unique = True
         if rest_false:
