@@ -104,6 +104,20 @@ def test_non_space_escape_inside_classes(pattern, text):
     assert sx.pattern_dfa(pattern).accepts(text) == bool(re.search(pattern.replace("$", r"\Z"), text))
 
 
+LOOKAHEADS = [
+    r"^(?!pattern$).*$", r"^(?!ab|b).+$", r"^(?!@@)[@a-z0-9_-]+$", r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d).{3,}$",
+    r"^(?!^a\.|b\.).*", r"^(?!x)", r"^(?=a)(?!ab)[a-z]*", r"^(?![ \t]*\(d(.*)\))[\s\S]*",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(LOOKAHEADS), st.text(alphabet="abAB1@.x()d \t\npattern", max_size=9))
+def test_leading_lookaheads_are_dfa_operations(pattern, text):
+    """'^(?!A)B' and '^(?=A)B' (JSON Schema Store's reserved-word and password patterns) used to
+    be refused, the pattern dropped; re.search is the reference (``$`` as ``\\Z``)."""
+    assert sx.pattern_dfa(pattern).accepts(text) == bool(re.search(pattern.replace("$", r"\Z"), text))
+
+
 def test_minus_literals():
     d = sx.minus_literals(sx.any_string_text_dfa(), ['"ab"', '"a"'])
     assert [d.accepts(x) for x in ['"ab"', '"a"', '"abc"', '""', '"b"']] == [False, False, True, True, True]

@@ -146,9 +146,60 @@ def pattern_dfa(pattern: str, *, timeout_s: float = 1.5, max_states: int = 20_00
 
     Raises :class:`RegexError` (untranslatable) or :class:`ConstraintTooLarge`.
     """
+    look = _leading_lookaheads(pattern)
+    if look is not None:
+        # '^(?!A)B': B's language minus "starts with a match of A" ('^(?=A)B': intersected);
+        # the regex engine has no look-arounds, but at the start they are DFA operations
+        looks, rest = look
+        dfa = pattern_dfa(rest, timeout_s=timeout_s, max_states=max_states)
+        for negative, body in looks:
+            la = _starts_with_dfa(body, pattern, timeout_s, max_states)
+            dfa = difference(dfa, la, max_states=max_states) if negative else dfa.intersect(la, max_states=max_states)
+        return dfa
     full = _search_regex(ecma_to_python(pattern))
     try:
         return regex_to_dfa(full, max_states=max_states, timeout_s=timeout_s)
+    except RegexError as e:
+        raise RegexError(str(e), pattern) from None
+
+
+def _leading_lookaheads(pattern: str) -> tuple[list[tuple[bool, str]], str] | None:
+    """``[(negative, body), ...]`` and the rest (``^`` kept) of ``^(?!A)(?=B)...rest``; else None.
+
+    Only look-aheads right after a leading ``^`` in a pattern whose rest has no top-level
+    ``|`` (a look-ahead in one branch of an alternation would not apply to the others).
+    """
+    if not pattern.startswith(("^(?=", "^(?!")):
+        return None
+    looks: list[tuple[bool, str]] = []
+    i = 1
+    while pattern.startswith(("(?=", "(?!"), i):
+        end = None
+        for j, ch, depth in _syntax(pattern[i:]):
+            if ch == ")" and depth == 0:
+                end = i + j
+                break
+        if end is None:
+            return None
+        looks.append((pattern[i + 2] == "!", pattern[i + 3 : end]))
+        i = end + 1
+    rest = "^" + pattern[i:]
+    if len(_top_level_branches(rest)) > 1:
+        return None
+    return looks, rest
+
+
+def _starts_with_dfa(body: str, pattern: str, timeout_s: float, max_states: int) -> ByteDFA:
+    """Strings that begin with a match of look-ahead ``body`` (a branch ending in ``$``: whole)."""
+    brs = []
+    for br in _top_level_branches(body):
+        br = br[1:] if br.startswith("^") else br  # '^' at the look-ahead's own position 0
+        if _unescaped_end(br, "$"):
+            brs.append(ecma_to_python(br[:-1]))
+        else:
+            brs.append(ecma_to_python(br) + r"[\s\S]*")
+    try:
+        return regex_to_dfa("(?:" + "|".join(f"(?:{b})" for b in brs) + ")", max_states=max_states, timeout_s=timeout_s)
     except RegexError as e:
         raise RegexError(str(e), pattern) from None
 
