@@ -352,3 +352,15 @@ def test_negation_inside_a_recursive_schema_stays_bounded():
     acc = acceptor(json_schema(schema))
     assert time.perf_counter() - t < 20
     assert acc('{"pattern": "x", "maxLength": 3}') and not acc('{"pattern": "x"}')
+
+
+def test_negation_of_a_recursive_schema_is_refused_not_looped():
+    """not {$ref: n} with n recursive has no finite branch list: warned as not expressible
+    (it used to recurse until the interpreter's limit)."""
+    schema = {
+        "$defs": {"n": {"type": "object", "properties": {"b": {"$ref": "#/$defs/n"}}}},
+        "not": {"$ref": "#/$defs/n"},
+    }
+    with pytest.warns(SchemaApproximationWarning, match="not: negation not expressible") as rec:
+        json_schema(schema)
+    assert not any("unresolvable" in str(w.message) for w in rec)

@@ -615,6 +615,9 @@ class Compiler:
         if hit is None:
             self._keep = getattr(self, "_keep", [])
             self._keep.append(schema)  # keep the id stable
+            # in progress: a schema whose negation needs its own negation (through $ref) has
+            # no finite branch list, so the inner visit says "not expressible"
+            self.memo[key] = (None,)
             hit = self.memo[key] = (self._negate(schema, res, ptr),)
         return hit[0]
 
