@@ -86,6 +86,15 @@ static int get_vector(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, const
     return 0;
 }
 
+/* The entry of ``state``, emptied for a new mask (the old one's buffers released). */
+static Entry *take_entry(MaskTable *self, Py_ssize_t state) {
+    Entry *e = &self->entries[state];
+    if (!e->present) self->n_present++;
+    table_release(e);
+    e->present = 1;
+    return e;
+}
+
 static PyObject *MaskTable_set_dense(MaskTable *self, PyObject *args) {
     Py_ssize_t state;
     PyObject *vals;
@@ -98,11 +107,7 @@ static PyObject *MaskTable_set_dense(MaskTable *self, PyObject *args) {
         PyBuffer_Release(&v);
         return NULL;
     }
-    Entry *e = &self->entries[state];
-    if (!e->present) self->n_present++;
-    table_release(e);
-    e->vals = v;
-    e->present = 1;
+    take_entry(self, state)->vals = v;
     Py_RETURN_NONE;
 }
 
@@ -127,12 +132,9 @@ static PyObject *MaskTable_set_sparse(MaskTable *self, PyObject *args) {
         PyBuffer_Release(&vv);
         return NULL;
     }
-    Entry *e = &self->entries[state];
-    if (!e->present) self->n_present++;
-    table_release(e);
+    Entry *e = take_entry(self, state);
     e->idx = iv;
     e->vals = vv;
-    e->present = 1;
     e->sparse = 1;
     Py_RETURN_NONE;
 }

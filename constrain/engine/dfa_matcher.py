@@ -73,11 +73,8 @@ class CompiledDFA(CompiledConstraint):
         self.__dict__.update(state)
         if _native is not None:
             self._native = _native.MaskTable(self.dfa.n_states, self.words)
-            for s, (idx, words) in self._writer.items():
-                if idx is None:
-                    self._native.set_dense(s, words)
-                else:
-                    self._native.set_sparse(s, idx, words)
+            for s in self._writer:
+                self._to_native(s)
 
     def state_mask(self, state: int) -> np.ndarray:
         """uint32 words of the tokens allowed from ``state`` (EOS included when accepting); cached."""
@@ -97,13 +94,19 @@ class CompiledDFA(CompiledConstraint):
         elif state not in self._writer:
             words = m.view(np.int32)  # same memory, the dtype callers' bitmasks use
             nz = np.flatnonzero(m).astype(np.int64)
-            w = self._writer[state] = (nz, words[nz]) if len(nz) <= self._sparse_max else (None, words)
-            if self._native is not None:
-                if w[0] is None:
-                    self._native.set_dense(state, w[1])
-                else:
-                    self._native.set_sparse(state, w[0], w[1])
+            self._writer[state] = (nz, words[nz]) if len(nz) <= self._sparse_max else (None, words)
+            self._to_native(state)
         return m
+
+    def _to_native(self, state: int) -> None:
+        """Hand ``state``'s writer entry to the C table (when built): the one place that does."""
+        if self._native is None:
+            return
+        idx, words = self._writer[state]
+        if idx is None:
+            self._native.set_dense(state, words)
+        else:
+            self._native.set_sparse(state, idx, words)
 
     def _fill_state(self, state: int, bitmask: np.ndarray) -> None:
         """Write ``state``'s mask (``-1``: nothing allowed) into ``bitmask``: the pure-Python path.
@@ -192,8 +195,7 @@ class DFAMatcher(HistoryMatcher):
         self.fill_mask = self._cursor.fill_mask
 
     def _push(self, new_pos: int) -> None:
-        self.history.append(self.pos)
-        self.pos = new_pos
+        super()._push(new_pos)
         if self._cursor is not None:
             self._cursor.state = new_pos
 

@@ -215,6 +215,8 @@ class Compiler:
         self.b = GrammarBuilder()
         self.warnings: list[str] = []
         self.memo: dict[tuple, str] = {}
+        self._keep: list = []  # schema objects whose ids key the memo (kept alive: ids stay stable)
+        self.branches_total = 0  # distributed branches so far (MAX_TOTAL_BRANCHES)
         self.depth = 0
 
         def _retrieve(uri: str):
@@ -315,7 +317,7 @@ class Compiler:
         parts: list[Part] = []
         rest = dict(schema)
         for k in _LATER_KEYWORDS.keys() & rest.keys():
-            if _DRAFT_ORDER[self.draft] < _DRAFT_ORDER[_LATER_KEYWORDS[k]]:
+            if self.is_later_keyword(k):
                 del rest[k]  # not a keyword of this draft: an annotation its validators ignore
         ref = rest.pop("$ref", None)
         if ref is not None:
@@ -370,7 +372,6 @@ class Compiler:
             return hit
         name = self.b.rule(None, "s")
         self.memo[key] = name
-        self._keep = getattr(self, "_keep", [])
         self._keep.append(schema)  # keep ids stable
         parts = self.flatten(schema, res, ptr)
         if parts is None:
@@ -400,7 +401,6 @@ class Compiler:
         hit = self.memo.get(mkey)
         if hit is not None:
             return hit
-        self._keep = getattr(self, "_keep", [])
         self._keep.extend(sch for sch, _, _ in raws)  # keep ids stable
         sym = self._conj(raws, ptr)
         self.memo[mkey] = sym
@@ -474,7 +474,7 @@ class Compiler:
                 if br is None:
                     continue
                 budget[0] -= 1
-                self.branches_total = getattr(self, "branches_total", 0) + 1
+                self.branches_total += 1
                 if budget[0] < 0 or self.branches_total > MAX_TOTAL_BRANCHES:
                     why = "in this union" if budget[0] < 0 else f"in the schema (over {MAX_TOTAL_BRANCHES})"
                     self.approx("anyOf", p.ptr, f"too many combinations of alternatives {why}; extra constraints dropped")
@@ -600,6 +600,10 @@ class Compiler:
             return False
         return len(set(sigs)) == len(sigs) and not (ts and any(k == "c" for k, _ in sigs))
 
+    def is_later_keyword(self, k: str) -> bool:
+        """``k`` belongs to a draft after this schema's: an unknown word here, so an annotation."""
+        return k in _LATER_KEYWORDS and _DRAFT_ORDER[self.draft] < _DRAFT_ORDER[_LATER_KEYWORDS[k]]
+
     def negate(self, schema: Any, res: Any, ptr: str) -> list | None:
         """Branch schemas whose union is exactly the complement of ``schema``, or None.
 
@@ -613,7 +617,6 @@ class Compiler:
         key = ("neg", id(schema), self.base_of(res))
         hit = self.memo.get(key)
         if hit is None:
-            self._keep = getattr(self, "_keep", [])
             self._keep.append(schema)  # keep the id stable
             # in progress: a schema whose negation needs its own negation (through $ref) has
             # no finite branch list, so the inner visit says "not expressible"
@@ -631,11 +634,7 @@ class Compiler:
         ignorable = {"$comment", "description", "title", "default", "examples", "$schema", "$id"}
         # keywords no draft gives a meaning (javaType, markdownDescription, ...) are annotations
         # (and keywords of later drafts are annotations here too, as flatten treats them)
-        keys = [
-            k for k in schema
-            if k not in ignorable and k in _SEMANTIC
-            and not (k in _LATER_KEYWORDS and _DRAFT_ORDER[self.draft] < _DRAFT_ORDER[_LATER_KEYWORDS[k]])
-        ]
+        keys = [k for k in schema if k not in ignorable and k in _SEMANTIC and not self.is_later_keyword(k)]
         if "$ref" in keys:
             got = self.resolve(schema["$ref"], self.enter(schema, res), ptr)
             if got is None or got[1] is not res and self.base_of(got[1]) != self.base_of(res):
