@@ -295,11 +295,14 @@ static PyTypeObject CursorType = {
     .tp_getset = Cursor_getset,
 };
 
+extern PyMethodDef constrain_propose_methods[]; /* native/propose.c */
+
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "constrain._native",
-    .m_doc = "Compiled helpers of constrain (see native/maskwriter.c for why they are C).",
+    .m_doc = "Compiled helpers of constrain (see native/maskwriter.c and native/propose.c for why they are C).",
     .m_size = -1,
+    .m_methods = constrain_propose_methods,
 };
 
 PyMODINIT_FUNC PyInit__native(void) {

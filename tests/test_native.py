@@ -1,7 +1,9 @@
-"""The C ``fill_mask`` (native/maskwriter.c) against the pure-Python path it replaces.
+"""The C extension against the pure-Python paths it replaces.
 
-Every test drives a matcher through random advances, EOS, rollbacks and copies, and compares
-what the C cursor writes with ``CompiledDFA._fill_state`` (the Python reference) at each step.
+``fill_mask`` (native/maskwriter.c): every test drives a matcher through random advances, EOS,
+rollbacks and copies, and compares what the C cursor writes with ``CompiledDFA._fill_state``
+(the Python reference) at each step.  ``block_max`` (native/propose.c): every SIMD path the
+CPU has against numpy's per-block reduce, on any length, block, alignment, -inf and NaN.
 """
 
 from __future__ import annotations
@@ -162,3 +164,54 @@ def test_pure_python_path_when_turned_off(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     # state 0: 'a' and 'ab'; state 1 (accepting): 'b' and EOS
     assert out.stdout.split() == [str(0b101), str(0b10010)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 3000),
+    st.integers(1, 700),
+    st.integers(0, 7),
+    st.sampled_from(["normal", "ties", "neg_inf", "nan", "inf"]),
+    st.integers(0, 2**31),
+)
+def test_block_max_every_simd_path_equals_numpy(n, block, offset, kind, seed):
+    from constrain.sampling.core import block_max_reference
+
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0, 3, size=n + 8).astype(np.float32)
+    if kind == "ties":
+        base = np.round(base).astype(np.float32)
+    x = base[offset : offset + n]  # misaligned starts: the vector paths peel to alignment
+    if n and kind == "neg_inf":
+        x[rng.random(n) < 0.7] = -np.inf
+    if n and kind == "nan":
+        x[rng.integers(n)] = np.nan
+    if n and kind == "inf":
+        x[rng.integers(n)] = np.inf
+    nb = -(-n // block)
+    ref = np.full(nb, 7, dtype=np.float32)
+    want = block_max_reference(x, block, ref) if n else -np.inf
+    for path in native.simd_paths():
+        out = np.full(nb, 7, dtype=np.float32)
+        got = native.block_max(x, block, out, path)
+        if kind == "nan" and n:
+            assert np.isnan(got) and np.isnan(want), path
+            nan_free = ~np.isnan(ref)  # numpy's block holding the NaN is NaN; C skips it
+            assert np.array_equal(out[nan_free], ref[nan_free]), path
+        else:
+            assert got == want, path
+            assert np.array_equal(out, ref), path
+
+
+def test_block_max_rejects_bad_buffers():
+    x = np.zeros(10, dtype=np.float32)
+    with pytest.raises(TypeError, match="float32"):
+        native.block_max(x.astype(np.float64), 4, np.empty(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="need 3"):
+        native.block_max(x, 4, np.empty(2, dtype=np.float32))
+    with pytest.raises(ValueError, match="block must be"):
+        native.block_max(x, 0, np.empty(1, dtype=np.float32))
+    with pytest.raises(ValueError, match="no block_max path"):
+        native.block_max(x, 4, np.empty(3, dtype=np.float32), "neon")
+    with pytest.raises(ValueError, match="contiguous"):
+        native.block_max(np.zeros(20, dtype=np.float32)[::2], 4, np.empty(3, dtype=np.float32))

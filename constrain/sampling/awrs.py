@@ -37,6 +37,10 @@ import numpy as np
 
 from constrain.sampling.core import Checker, Proposal
 
+# largest bound ``wr / S_H`` on trace 0's rejected mass for which ``1 - psi0`` is estimated
+# instead of computed (see ``_Trace.one_minus_psi``); must stay below 1 (positive factor)
+PSI_ESTIMATE_MAX = 0.5
+
 
 @dataclass
 class Draw:
@@ -114,11 +118,48 @@ class _Trace:
         # to Gumbel keys (any rule that looks only at the past is exact), so there it is summed
         # only once the weights exist: a rejection in trace 1 alone never pays the full softmax
         self.psi_needed = True
+        # trace 0's rejected weight sum(exp(x_t - max)) while the full weights are not built:
+        # psi0 = wr / S needs the normaliser S, which only the full softmax gives exactly
+        self.wr = 0.0
+
+    def _rejected(self, t: int) -> None:
+        self.rej.add(t)
+        prop = self.prop
+        if prop.materialized:
+            self.psi += prop.p(t)
+        elif self.psi_needed:
+            hm = prop.head_mass
+            if hm != hm:  # (NaN: no lazy draw scanned the head; cannot happen unmaterialised)
+                self.psi += prop.p(t)
+                return
+            self.wr += prop.unnormalised(t)
+            # psi0 <= wr / S_H (S >= S_H): the bound steers the switch to Gumbel keys, and
+            # any rule that looks only at the past keeps the walk exact
+            self.psi = self.wr / hm
 
     def one_minus_psi(self) -> float:
+        """``1 - psi0`` for ``Z_hat``: exact once the weights exist, else an unbiased estimate.
+
+        Without the full softmax, ``psi0 = wr / S`` with ``wr`` known and ``S`` not.  One fresh
+        draw ``X ~ p``, independent of both traces, gives ``E[1{X in head}] / S_H = 1 / S``,
+        so ``1 - (wr / S_H) 1{X in head}`` has expectation ``1 - psi0`` and ``Z_hat`` stays
+        unbiased (it is linear in this factor and the factor is independent of ``n0 + n1``).
+        Used only when ``wr / S_H <= PSI_ESTIMATE_MAX``: the factor then stays positive, and
+        its extra variance ``psi0^2 (S / S_H - 1)`` is tiny where it applies -- an agreeing
+        model's rejected draws are tail noise of mass ~1e-5.  Otherwise the full softmax is
+        built and ``psi0`` is exact.
+        """
+        prop = self.prop
         if self.rej_arr is not None:
-            return float(self.prop.weights[~self.rej_arr].sum(dtype=np.float64)) / self.prop.total
-        return max(0.0, 1.0 - self.psi)
+            return float(prop.weights[~self.rej_arr].sum(dtype=np.float64)) / prop.total
+        if not self.rej:
+            return 1.0
+        if not prop.materialized:
+            b = self.wr / prop.head_mass
+            if b <= PSI_ESTIMATE_MAX:
+                return 1.0 - b if prop.in_head(prop.draw(self.rng)) else 1.0
+        idx = np.fromiter(self.rej, dtype=np.int64)
+        return max(0.0, 1.0 - float(prop.weights[idx].sum(dtype=np.float64)) / prop.total)
 
     def walk(self, first: int | None = None) -> tuple[int | None, int]:
         """Returns (accepted token or None, new rejections in this walk).
@@ -146,9 +187,7 @@ class _Trace:
                 continue
             if chk(t):
                 return t, n
-            self.rej.add(t)
-            if self.psi_needed or prop.materialized:
-                self.psi += prop.p(t)
+            self._rejected(t)
             n += 1
         # Gumbel phase: the rest of the order, lazily
         work = gumbel_keys(prop, self.rng)
@@ -157,9 +196,7 @@ class _Trace:
         for t in lazy_order(work):
             if chk(t):
                 return t, n
-            self.rej.add(t)
-            if self.psi_needed or prop.materialized:
-                self.psi += prop.p(t)
+            self._rejected(t)
             n += 1
             if n >= self.max_rejects:
                 return self._after_lazy(n, work)

@@ -8,6 +8,7 @@ cumulative sum for inverse-CDF draws; nothing sorts the whole vocabulary.
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +16,15 @@ import numpy as np
 from constrain.errors import InvalidTokenError
 from constrain.sampling.budget import _dfa_parts, _max_distance, budget_mask, fits
 from constrain.sampling.kernels import lazy_draws
+
+# the block maxima in C (native/propose.c); numpy's per-row reduce is the reference and the
+# fallback (no compiler at install time, or CONSTRAIN_NO_NATIVE=1)
+try:
+    from constrain import _native
+except ImportError:  # pragma: no cover - exercised only where the extension was not built
+    _native = None
+if os.environ.get("CONSTRAIN_NO_NATIVE", "") not in ("", "0"):
+    _native = None
 
 if TYPE_CHECKING:
     from constrain.engine.matcher import Matcher
@@ -41,7 +51,19 @@ class Proposal:
     rejected by the constraint: the rejected mass needs the normaliser).
     """
 
-    __slots__ = ("_weights", "_total", "_blocks", "_padded", "logits", "_mx", "_env", "_top_p", "_bm", "_ready")
+    __slots__ = (
+        "_weights",
+        "_total",
+        "_blocks",
+        "_padded",
+        "logits",
+        "_mx",
+        "_env",
+        "_top_p",
+        "_bm",
+        "_ready",
+        "_hm",
+    )
 
     BLOCK = 1024
     HEAD = 8.0  # logits within HEAD of the maximum get their exact weight in the envelope
@@ -82,15 +104,12 @@ class Proposal:
         lazy = lazy and not (top_p is not None and 0 < top_p < 1)
         if lazy:
             B = self.EBLOCK
-            nfull = len(x) // B
             bm = np.empty(-(-len(x) // B), dtype=np.float32)
-            # (ufunc.reduce directly: np.max's dispatch wrapper costs ~1 us a call here)
-            if nfull:
-                np.maximum.reduce(x[: nfull * B].reshape(nfull, B), axis=1, out=bm[:nfull])
-            if len(x) % B:
-                bm[nfull] = np.maximum.reduce(x[nfull * B :])
+            if _native is not None and x.flags.c_contiguous:
+                mx = _native.block_max(x, B, bm)  # one vectorised pass (native/propose.c)
+            else:
+                mx = block_max_reference(x, B, bm)
             self._bm = bm
-            mx = float(np.maximum.reduce(bm))
         else:
             self._bm = None
             mx = float(x.max())
@@ -103,6 +122,7 @@ class Proposal:
         self._weights = None
         self._env = None
         self._ready: list[int] = []
+        self._hm: np.ndarray | None = None  # [head mass], once a lazy draw has scanned the head
         if not lazy:  # nucleus (and masking) need the full distribution anyway
             self._materialize()
 
@@ -157,6 +177,7 @@ class Proposal:
         self._mx = np.float32(0)
         self._bm = None
         self._ready = []
+        self._hm = None
         return self
 
     @classmethod
@@ -174,6 +195,7 @@ class Proposal:
         self._mx = prop._mx
         self._bm = None
         self._ready = []
+        self._hm = None
         return self
 
     def p(self, t: int) -> float:
@@ -214,8 +236,26 @@ class Proposal:
         out = np.empty(k, dtype=np.int64)
         mx = float(self._mx)
         limit = max(1, int(len(self._bm) * self.LAZY_HEAD_SHARE))
-        got = lazy_draws(self.logits, self._bm, mx, mx - self.HEAD, self.EBLOCK, us, out, limit)
+        if self._hm is None:
+            self._hm = np.full(1, np.nan)
+        got = lazy_draws(self.logits, self._bm, mx, mx - self.HEAD, self.EBLOCK, us, out, limit, self._hm)
         self._ready = out[:got][::-1].tolist()  # pop() from the end hands them out in order
+
+    @property
+    def head_mass(self) -> float:
+        """``S_H``, the total weight of the head tokens (logit ``>= max - HEAD``); NaN until a
+        lazy draw has scanned the head.  ``S >= S_H >= 1`` (the arg-max has weight 1), and a
+        draw lands in the head with probability ``S_H / S``: AWRS turns that into an unbiased
+        estimate of ``1 / S`` without the full softmax."""
+        return math.nan if self._hm is None else float(self._hm[0])
+
+    def in_head(self, t: int) -> bool:
+        return float(self.logits[t]) >= float(self._mx) - self.HEAD
+
+    def unnormalised(self, t: int) -> float:
+        """``exp(logit_t - max)`` in float64, the weight the lazy sampler draws with (no
+        materialisation)."""
+        return math.exp(float(self.logits[t]) - float(self._mx))
 
     def draw(self, rng: np.random.Generator) -> int:
         """One exact draw from ``p``.
@@ -246,6 +286,19 @@ class Proposal:
         """Normalised float32 log-probabilities (``-inf`` for filtered tokens)."""
         with np.errstate(divide="ignore"):
             return np.log(self.weights) - np.float32(np.log(self.total))
+
+
+def block_max_reference(x: np.ndarray, block: int, out: np.ndarray) -> float:
+    """``out[b]`` = max of block ``b`` of ``x`` (float32); returns the overall max, NaN if any
+    logit is NaN.  The reference of ``_native.block_max`` and its fallback."""
+    n = len(x)
+    nfull = n // block
+    # (ufunc.reduce directly: np.max's dispatch wrapper costs ~1 us a call here)
+    if nfull:
+        np.maximum.reduce(x[: nfull * block].reshape(nfull, block), axis=1, out=out[:nfull])
+    if n % block:
+        out[nfull] = np.maximum.reduce(x[nfull * block :])
+    return float(np.maximum.reduce(out))
 
 
 def _padded_buffer(n: int, block: int) -> np.ndarray:

@@ -76,8 +76,12 @@ def lazy_draws_reference(x, bm, mx: float, thr: float, block: int, us, max_head_
 
 
 @njit(cache=True)
-def lazy_draws(x, bm, mx, thr, block, us, out, max_head_blocks):  # pragma: no cover - compiled
+def lazy_draws(x, bm, mx, thr, block, us, out, max_head_blocks, head_mass):  # pragma: no cover - compiled
     """Several independent draws (each :func:`lazy_draw_reference`) with the envelope built once.
+
+    ``head_mass[0]`` gets the head's total weight ``sum exp(x_i - mx)`` over ``x_i >= thr``
+    (when the head is scanned at all): AWRS's normaliser-free estimate of rejected mass needs
+    it, and it is a by-product of the envelope.
 
     ``us`` is ``(k, tries, 3)``; ``out[j]`` gets draw ``j``.  Returns how many draws were
     made: fewer than ``k`` when draw ``j`` had every round rejected (``out[j:]`` unset), and 0
@@ -110,6 +114,7 @@ def lazy_draws(x, bm, mx, thr, block, us, out, max_head_blocks):  # pragma: no c
                     sh += w
                     h += 1
     nh = h
+    head_mass[0] = sh
     bounds = np.empty(nb, dtype=np.float64)
     ecum = np.empty(nb, dtype=np.float64)
     se = 0.0
