@@ -1,18 +1,23 @@
-/* constrain._native.block_max: the lazy AWRS proposal's one pass over the logits.
+/* constrain._native's sampling helpers: the lazy AWRS proposal's pass over the logits.
  *
  * Why C and not Numba: AWRS on an agreeing model touches only a couple of tokens per step,
  * so its per-step cost is the one unavoidable pass over the vocabulary (per-block maxima,
- * the envelope of the exact lazy sampler in constrain/sampling/core.py).  Numba does not
- * vectorise a float max reduction (a dependency chain of scalar compares: ~45-150 us over
- * 128k logits, several accumulators or not), and numpy's row-wise reduce costs ~15 us with
- * its per-call machinery; a plain loop with independent lanes, compiled for AVX2 where the
- * CPU has it, is memory-bound at a few microseconds.
+ * the envelope of the exact lazy sampler in constrain/sampling/core.py) plus the draws.
+ * Numba does not vectorise a float max reduction (a dependency chain of scalar compares:
+ * ~45-150 us over 128k logits, several accumulators or not), numpy's row-wise reduce costs
+ * ~15 us with its per-call machinery, and a separate numba call for the draws adds its
+ * dispatch and a Python round trip.  Here ``lazy_propose`` is one call: block maxima with
+ * AVX-512/AVX2/SSE2 (chosen at run time; ~5 us on 128k logits), then the envelope and the
+ * draws, whose head scan compares 8 floats at a time.
  *
- * The reference is numpy's ``maximum.reduce`` per block (Proposal's fallback path);
- * tests/test_native.py compares them with hypothesis, NaN and -inf included.
+ * References: numpy's per-block ``maximum.reduce`` (``block_max_reference``) and the
+ * pure-Python ``lazy_draws_reference`` (constrain/sampling/kernels.py), which the numba
+ * kernel also matches; tests/test_native.py compares them with hypothesis, every SIMD path,
+ * misaligned starts, -inf and NaN included, and decodes with and without the extension.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -37,26 +42,23 @@ static float span_max_scalar(const float *x, Py_ssize_t n, int *nan) {
 #include <immintrin.h>
 #include <stdint.h>
 
-/* numpy aligns buffers to 16 bytes only; vector loads that straddle cache lines cost ~2x,
- * so the first few floats (up to the next ``align``-byte boundary) are taken one by one */
-static Py_ssize_t head_count(const float *x, Py_ssize_t n, uintptr_t align) {
-    uintptr_t mis = (uintptr_t)x % align;
-    Py_ssize_t k = mis ? (Py_ssize_t)((align - mis) / sizeof(float)) : 0;
-    if (mis % sizeof(float)) k = n; /* not even float-aligned: scalar throughout */
-    return k < n ? k : n;
-}
+/* numpy aligns buffers to 16 bytes only, and vector loads that straddle cache lines cost
+ * ~2x; a scalar head and tail per block (up to a vector's width each) cost as much again.
+ * So each span is one unaligned vector at its start, aligned vectors through its middle,
+ * and one unaligned vector ending exactly at its end: the three overlap, which a max does
+ * not mind (and the NaN-detecting sum only needs to see every element at least once). */
+#define ALIGN_UP(p, a) ((const float *)(((uintptr_t)(p) + (a) - 1) & ~(uintptr_t)((a) - 1)))
 
 __attribute__((target("avx512f"))) static float span_max_avx512(const float *x, Py_ssize_t n, int *nan) {
-    __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
-    Py_ssize_t h = head_count(x, n, 64);
-    float r0 = span_max_scalar(x, h, nan);
-    x += h;
-    n -= h;
-    Py_ssize_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        __m512 v0 = _mm512_load_ps(x + i), v1 = _mm512_load_ps(x + i + 16);
-        __m512 v2 = _mm512_load_ps(x + i + 32), v3 = _mm512_load_ps(x + i + 48);
+    if (n < 16) return span_max_scalar(x, n, nan);
+    const float *end = x + n;
+    __m512 first = _mm512_loadu_ps(x), last = _mm512_loadu_ps(end - 16);
+    __m512 m0 = _mm512_max_ps(first, last), m1 = m0, m2 = m0, m3 = m0;
+    __m512 s0 = _mm512_add_ps(first, last), s1 = _mm512_setzero_ps();
+    const float *p = ALIGN_UP(x, 64);
+    for (; p + 64 <= end; p += 64) {
+        __m512 v0 = _mm512_load_ps(p), v1 = _mm512_load_ps(p + 16);
+        __m512 v2 = _mm512_load_ps(p + 32), v3 = _mm512_load_ps(p + 48);
         m0 = _mm512_max_ps(v0, m0);
         m1 = _mm512_max_ps(v1, m1);
         m2 = _mm512_max_ps(v2, m2);
@@ -64,28 +66,33 @@ __attribute__((target("avx512f"))) static float span_max_avx512(const float *x, 
         s0 = _mm512_add_ps(s0, _mm512_add_ps(v0, v1));
         s1 = _mm512_add_ps(s1, _mm512_add_ps(v2, v3));
     }
-    __m512 m = _mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3));
-    float lanes[16];
-    _mm512_storeu_ps(lanes, m);
-    float tail = span_max_scalar(x + i, n - i, nan);
+    for (; p + 16 <= end; p += 16) {
+        __m512 v = _mm512_load_ps(p);
+        m0 = _mm512_max_ps(v, m0);
+        s0 = _mm512_add_ps(s0, v);
+    }
+    float r = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
     float sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-    if (sum != sum) span_max_scalar(x, i, nan);
-    float r = tail > r0 ? tail : r0;
-    for (int j = 0; j < 16; j++) r = lanes[j] > r ? lanes[j] : r;
+    if (sum != sum) span_max_scalar(x, n, nan);
+    return r;
+}
+
+static inline float hmax8(const float *lanes) {
+    float r = lanes[0];
+    for (int j = 1; j < 8; j++) r = lanes[j] > r ? lanes[j] : r;
     return r;
 }
 
 __attribute__((target("avx2"))) static float span_max_avx2(const float *x, Py_ssize_t n, int *nan) {
-    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
-    Py_ssize_t h = head_count(x, n, 32);
-    float r0 = span_max_scalar(x, h, nan);
-    x += h;
-    n -= h;
-    Py_ssize_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m256 v0 = _mm256_load_ps(x + i), v1 = _mm256_load_ps(x + i + 8);
-        __m256 v2 = _mm256_load_ps(x + i + 16), v3 = _mm256_load_ps(x + i + 24);
+    if (n < 8) return span_max_scalar(x, n, nan);
+    const float *end = x + n;
+    __m256 first = _mm256_loadu_ps(x), last = _mm256_loadu_ps(end - 8);
+    __m256 m0 = _mm256_max_ps(first, last), m1 = m0, m2 = m0, m3 = m0;
+    __m256 s0 = _mm256_add_ps(first, last), s1 = _mm256_setzero_ps();
+    const float *p = ALIGN_UP(x, 32);
+    for (; p + 32 <= end; p += 32) {
+        __m256 v0 = _mm256_load_ps(p), v1 = _mm256_load_ps(p + 8);
+        __m256 v2 = _mm256_load_ps(p + 16), v3 = _mm256_load_ps(p + 24);
         m0 = _mm256_max_ps(v0, m0);
         m1 = _mm256_max_ps(v1, m1);
         m2 = _mm256_max_ps(v2, m2);
@@ -93,45 +100,48 @@ __attribute__((target("avx2"))) static float span_max_avx2(const float *x, Py_ss
         s0 = _mm256_add_ps(s0, _mm256_add_ps(v0, v1));
         s1 = _mm256_add_ps(s1, _mm256_add_ps(v2, v3));
     }
-    __m256 m = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));
+    for (; p + 8 <= end; p += 8) {
+        __m256 v = _mm256_load_ps(p);
+        m0 = _mm256_max_ps(v, m0);
+        s0 = _mm256_add_ps(s0, v);
+    }
     float lanes[8], sums[8];
-    _mm256_storeu_ps(lanes, m);
+    _mm256_storeu_ps(lanes, _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
     _mm256_storeu_ps(sums, _mm256_add_ps(s0, s1));
-    float tail = span_max_scalar(x + i, n - i, nan);
     float sum = 0;
     for (int j = 0; j < 8; j++) sum += sums[j];
-    if (sum != sum) span_max_scalar(x, i, nan);
-    float r = tail > r0 ? tail : r0;
-    for (int j = 0; j < 8; j++) r = lanes[j] > r ? lanes[j] : r;
-    return r;
+    if (sum != sum) span_max_scalar(x, n, nan);
+    return hmax8(lanes);
 }
 
 static float span_max_sse2(const float *x, Py_ssize_t n, int *nan) {
-    __m128 m0 = _mm_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
-    __m128 s = _mm_setzero_ps();
-    Py_ssize_t h = head_count(x, n, 16);
-    float r0 = span_max_scalar(x, h, nan);
-    x += h;
-    n -= h;
-    Py_ssize_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m128 v0 = _mm_load_ps(x + i), v1 = _mm_load_ps(x + i + 4);
-        __m128 v2 = _mm_load_ps(x + i + 8), v3 = _mm_load_ps(x + i + 12);
+    if (n < 4) return span_max_scalar(x, n, nan);
+    const float *end = x + n;
+    __m128 first = _mm_loadu_ps(x), last = _mm_loadu_ps(end - 4);
+    __m128 m0 = _mm_max_ps(first, last), m1 = m0, m2 = m0, m3 = m0;
+    __m128 s = _mm_add_ps(first, last);
+    const float *p = ALIGN_UP(x, 16);
+    for (; p + 16 <= end; p += 16) {
+        __m128 v0 = _mm_load_ps(p), v1 = _mm_load_ps(p + 4);
+        __m128 v2 = _mm_load_ps(p + 8), v3 = _mm_load_ps(p + 12);
         m0 = _mm_max_ps(v0, m0);
         m1 = _mm_max_ps(v1, m1);
         m2 = _mm_max_ps(v2, m2);
         m3 = _mm_max_ps(v3, m3);
         s = _mm_add_ps(s, _mm_add_ps(_mm_add_ps(v0, v1), _mm_add_ps(v2, v3)));
     }
-    __m128 m = _mm_max_ps(_mm_max_ps(m0, m1), _mm_max_ps(m2, m3));
+    for (; p + 4 <= end; p += 4) {
+        __m128 v = _mm_load_ps(p);
+        m0 = _mm_max_ps(v, m0);
+        s = _mm_add_ps(s, v);
+    }
     float lanes[4], sums[4];
-    _mm_storeu_ps(lanes, m);
+    _mm_storeu_ps(lanes, _mm_max_ps(_mm_max_ps(m0, m1), _mm_max_ps(m2, m3)));
     _mm_storeu_ps(sums, s);
-    float tail = span_max_scalar(x + i, n - i, nan);
     float sum = sums[0] + sums[1] + sums[2] + sums[3];
-    if (sum != sum) span_max_scalar(x, i, nan);
-    float r = tail > r0 ? tail : r0;
-    for (int j = 0; j < 4; j++) r = lanes[j] > r ? lanes[j] : r;
+    if (sum != sum) span_max_scalar(x, n, nan);
+    float r = lanes[0];
+    for (int j = 1; j < 4; j++) r = lanes[j] > r ? lanes[j] : r;
     return r;
 }
 
@@ -147,6 +157,52 @@ static span_fn pick_span_max(void) {
 typedef float (*span_fn)(const float *, Py_ssize_t, int *);
 
 static span_fn pick_span_max(void) { return span_max_scalar; }
+#endif
+
+/* Indices i in [lo, hi) with (double)x[i] >= thr, appended through push(); the AVX2 path
+ * compares 8 floats at once against the smallest float >= thr (the same set: floats are
+ * discrete), then visits only the set bits. */
+typedef int (*push_fn)(void *ctx, Py_ssize_t i);
+
+static float float_at_least(double thr) {
+    float f = (float)thr;
+    if ((double)f < thr) f = nextafterf(f, INFINITY);
+    return f;
+}
+
+static int scan_head_scalar(const float *x, Py_ssize_t lo, Py_ssize_t hi, double thr, push_fn push, void *ctx) {
+    for (Py_ssize_t i = lo; i < hi; i++)
+        if ((double)x[i] >= thr && push(ctx, i) < 0) return -1;
+    return 0;
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+__attribute__((target("avx2"))) static int scan_head_avx2(const float *x, Py_ssize_t lo, Py_ssize_t hi, double thr,
+                                                          push_fn push, void *ctx) {
+    if (!(thr <= (double)FLT_MAX)) return scan_head_scalar(x, lo, hi, thr, push, ctx); /* thr = inf or NaN */
+    float tf = float_at_least(thr);
+    __m256 t = _mm256_set1_ps(tf);
+    Py_ssize_t i = lo;
+    for (; i + 8 <= hi; i += 8) {
+        int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), t, _CMP_GE_OQ));
+        while (m) {
+            int j = __builtin_ctz(m);
+            if (push(ctx, i + j) < 0) return -1;
+            m &= m - 1;
+        }
+    }
+    return scan_head_scalar(x, i, hi, thr, push, ctx);
+}
+
+static int scan_head(const float *x, Py_ssize_t lo, Py_ssize_t hi, double thr, push_fn push, void *ctx) {
+    static int avx2 = -1;
+    if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    return avx2 ? scan_head_avx2(x, lo, hi, thr, push, ctx) : scan_head_scalar(x, lo, hi, thr, push, ctx);
+}
+#else
+static int scan_head(const float *x, Py_ssize_t lo, Py_ssize_t hi, double thr, push_fn push, void *ctx) {
+    return scan_head_scalar(x, lo, hi, thr, push, ctx);
+}
 #endif
 
 static span_fn span_max_fn = NULL; /* the best path this CPU has, chosen on first use */
@@ -235,11 +291,284 @@ done:
     return res;
 }
 
+/* ---- lazy exact draws (the C twin of constrain/sampling/kernels.py:lazy_draws) -------------
+ *
+ * Same envelope, same float64 arithmetic, same use of the uniforms ``us`` (k, tries, 3) as
+ * the numba kernel and its pure-Python reference, so all three return the same draws (tests
+ * compare them); here it runs in the same call as the block maxima, saving the kernel's
+ * dispatch and a Python round trip per step. */
+
+#define HEAD_STACK 512
+
+typedef struct {
+    Py_ssize_t idx_stack[HEAD_STACK];
+    double w_stack[HEAD_STACK];
+    Py_ssize_t *idx;
+    double *w;
+    Py_ssize_t n, cap;
+    const float *x;
+    double mx, sh;
+} HeadBuf;
+
+static void head_free(HeadBuf *hb) {
+    if (hb->idx != hb->idx_stack) PyMem_RawFree(hb->idx);
+    if (hb->w != hb->w_stack) PyMem_RawFree(hb->w);
+    hb->idx = hb->idx_stack;
+    hb->w = hb->w_stack;
+}
+
+/* append head token i with its weight (the sum runs in index order, as in the kernel) */
+static int head_push(void *ctx, Py_ssize_t i) {
+    HeadBuf *hb = (HeadBuf *)ctx;
+    if (hb->n == hb->cap) {
+        Py_ssize_t ncap = hb->cap * 4;
+        Py_ssize_t *ni = PyMem_RawMalloc((size_t)ncap * sizeof(Py_ssize_t));
+        double *nw = PyMem_RawMalloc((size_t)ncap * sizeof(double));
+        if (!ni || !nw) {
+            PyMem_RawFree(ni);
+            PyMem_RawFree(nw);
+            return -1;
+        }
+        memcpy(ni, hb->idx, (size_t)hb->n * sizeof(Py_ssize_t));
+        memcpy(nw, hb->w, (size_t)hb->n * sizeof(double));
+        head_free(hb);
+        hb->idx = ni;
+        hb->w = nw;
+        hb->cap = ncap;
+    }
+    double w = exp((double)hb->x[i] - hb->mx);
+    hb->idx[hb->n] = i;
+    hb->w[hb->n] = w;
+    hb->sh += w;
+    hb->n++;
+    return 0;
+}
+
+/* Returns the number of draws made (< k when draw j had every round rejected; 0 when more
+ * than max_head_blocks blocks hold head tokens) and sets *head_mass (NaN when not scanned). */
+static Py_ssize_t draws_core(const float *x, Py_ssize_t n, const float *bm, Py_ssize_t nb, double mx,
+                             double thr, Py_ssize_t block, const double *us, Py_ssize_t k, Py_ssize_t tries,
+                             long long *out, Py_ssize_t max_head_blocks, double *head_mass, int *nomem) {
+    *head_mass = NAN;
+    Py_ssize_t nhb = 0;
+    for (Py_ssize_t b = 0; b < nb; b++) nhb += (double)bm[b] >= thr;
+    if (nhb > max_head_blocks) return 0;
+    /* head tokens in index order, their weights, and their sum (the kernel's order) */
+    HeadBuf hb = {.idx = hb.idx_stack, .w = hb.w_stack, .n = 0, .cap = HEAD_STACK, .x = x, .mx = mx, .sh = 0.0};
+    for (Py_ssize_t b = 0; b < nb; b++) {
+        if (!((double)bm[b] >= thr)) continue;
+        Py_ssize_t hi = (b + 1) * block < n ? (b + 1) * block : n;
+        if (scan_head(x, b * block, hi, thr, head_push, &hb) < 0) {
+            head_free(&hb);
+            *nomem = 1;
+            return 0;
+        }
+    }
+    Py_ssize_t nh = hb.n;
+    Py_ssize_t *hidx = hb.idx;
+    double *hw = hb.w;
+    double sh = hb.sh;
+    *head_mass = sh;
+    double *bounds = PyMem_RawMalloc((size_t)nb * 2 * sizeof(double));
+    if (!bounds) {
+        head_free(&hb);
+        *nomem = 1;
+        return 0;
+    }
+    double *ecum = bounds + nb;
+    double se = 0.0;
+    for (Py_ssize_t b = 0; b < nb; b++) {
+        double bmb = (double)bm[b];
+        double bd = bmb == -INFINITY ? 0.0 : exp((bmb < thr ? bmb : thr) - mx);
+        Py_ssize_t size = n - b * block < block ? n - b * block : block;
+        bounds[b] = bd;
+        se += bd * (double)size;
+        ecum[b] = se;
+    }
+    Py_ssize_t made = k;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        long long got = -1;
+        for (Py_ssize_t r = 0; r < tries; r++) {
+            const double *u3 = us + (j * tries + r) * 3;
+            double u = u3[0] * (sh + se);
+            if (u < sh) {
+                double acc = 0.0;
+                long long last = -1;
+                for (Py_ssize_t h = 0; h < nh; h++) {
+                    double w = hw[h];
+                    if (w > 0) last = hidx[h];
+                    acc += w;
+                    if (acc > u && w > 0) {
+                        got = hidx[h];
+                        break;
+                    }
+                }
+                if (got < 0) got = last;
+                break;
+            }
+            u -= sh;
+            Py_ssize_t b = nb - 1;
+            for (Py_ssize_t c = 0; c < nb; c++) {
+                if (ecum[c] > u) {
+                    b = c;
+                    break;
+                }
+            }
+            double bound = bounds[b];
+            if (bound == 0.0) continue;
+            Py_ssize_t size = n - b * block < block ? n - b * block : block;
+            Py_ssize_t off = (Py_ssize_t)(u3[1] * (double)size);
+            if (off > size - 1) off = size - 1;
+            Py_ssize_t t = b * block + off;
+            double xt = (double)x[t];
+            if (xt < thr && u3[2] * bound < exp(xt - mx)) {
+                got = t;
+                break;
+            }
+        }
+        if (got < 0) {
+            made = j;
+            break;
+        }
+        out[j] = got;
+    }
+    PyMem_RawFree(bounds);
+    head_free(&hb);
+    return made;
+}
+
+/* buffers of one call, released together */
+typedef struct {
+    Py_buffer b[4];
+    int n;
+} Buffers;
+
+static void release_all(Buffers *bs) {
+    for (int i = 0; i < bs->n; i++) PyBuffer_Release(&bs->b[i]);
+    bs->n = 0;
+}
+
+static int take(Buffers *bs, PyObject *o, const char *fmt, int writable, const char *what) {
+    Py_buffer *v = &bs->b[bs->n];
+    if (PyObject_GetBuffer(o, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    bs->n++;
+    /* numpy reports int64 as "l" or "q" depending on the platform */
+    int ok = v->format && (!strcmp(v->format, fmt) || (!strcmp(fmt, "q") && !strcmp(v->format, "l") && v->itemsize == 8));
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s must be a contiguous %s array", what,
+                     !strcmp(fmt, "f") ? "float32" : (!strcmp(fmt, "d") ? "float64" : "int64"));
+        return -1;
+    }
+    return 0;
+}
+
+/* shared argument checks of lazy_draws / lazy_propose: us is (k, tries, 3), out holds k */
+static int us_shape(Buffers *bs, int us_i, int out_i, Py_ssize_t *k, Py_ssize_t *tries) {
+    Py_buffer *u = &bs->b[us_i], *o = &bs->b[out_i];
+    if (u->ndim != 3 || u->shape[2] != 3) {
+        PyErr_SetString(PyExc_ValueError, "us must have shape (k, tries, 3)");
+        return -1;
+    }
+    *k = u->shape[0];
+    *tries = u->shape[1];
+    if (o->len / 8 < *k) {
+        PyErr_Format(PyExc_ValueError, "out holds %zd draws, us asks for %zd", o->len / 8, *k);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *lazy_draws_c(PyObject *self, PyObject *args) {
+    PyObject *xo, *bmo, *uso, *outo;
+    double mx, thr;
+    Py_ssize_t block, limit;
+    if (!PyArg_ParseTuple(args, "OOddnOOn", &xo, &bmo, &mx, &thr, &block, &uso, &outo, &limit)) return NULL;
+    Buffers bs = {.n = 0};
+    PyObject *res = NULL;
+    if (take(&bs, xo, "f", 0, "x") < 0 || take(&bs, bmo, "f", 0, "bm") < 0 || take(&bs, uso, "d", 0, "us") < 0 ||
+        take(&bs, outo, "q", 1, "out") < 0)
+        goto done;
+    Py_ssize_t k, tries;
+    if (us_shape(&bs, 2, 3, &k, &tries) < 0) goto done;
+    Py_ssize_t n = bs.b[0].len / 4, nb = bs.b[1].len / 4;
+    if (block < 1 || nb != (n + block - 1) / block) {
+        PyErr_Format(PyExc_ValueError, "bm has %zd blocks; %zd logits in blocks of %zd need %zd", nb, n, block,
+                     block < 1 ? 0 : (n + block - 1) / block);
+        goto done;
+    }
+    double hm;
+    int nomem = 0;
+    Py_ssize_t got = draws_core((const float *)bs.b[0].buf, n, (const float *)bs.b[1].buf, nb, mx, thr, block,
+                                (const double *)bs.b[2].buf, k, tries, (long long *)bs.b[3].buf, limit, &hm, &nomem);
+    if (nomem) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    res = Py_BuildValue("nd", got, hm);
+done:
+    release_all(&bs);
+    return res;
+}
+
+static PyObject *lazy_propose(PyObject *self, PyObject *args) {
+    PyObject *xo, *uso, *bmo, *outo;
+    double head;
+    Py_ssize_t block, limit;
+    if (!PyArg_ParseTuple(args, "OndOOOn", &xo, &block, &head, &uso, &bmo, &outo, &limit)) return NULL;
+    Buffers bs = {.n = 0};
+    PyObject *res = NULL;
+    if (take(&bs, xo, "f", 0, "x") < 0 || take(&bs, bmo, "f", 1, "bm") < 0 || take(&bs, uso, "d", 0, "us") < 0 ||
+        take(&bs, outo, "q", 1, "out") < 0)
+        goto done;
+    Py_ssize_t k, tries;
+    if (us_shape(&bs, 2, 3, &k, &tries) < 0) goto done;
+    Py_ssize_t n = bs.b[0].len / 4, nb = bs.b[1].len / 4;
+    if (block < 1 || nb != (n + block - 1) / block) {
+        PyErr_Format(PyExc_ValueError, "bm has %zd blocks; %zd logits in blocks of %zd need %zd", nb, n, block,
+                     block < 1 ? 0 : (n + block - 1) / block);
+        goto done;
+    }
+    const float *x = (const float *)bs.b[0].buf;
+    float *bm = (float *)bs.b[1].buf;
+    if (!span_max_fn) span_max_fn = pick_span_max();
+    float g = -INFINITY;
+    int nan = 0;
+    for (Py_ssize_t b = 0; b < nb; b++) {
+        Py_ssize_t lo = b * block, len = n - lo < block ? n - lo : block;
+        float v = span_max_fn(x + lo, len, &nan);
+        bm[b] = v;
+        g = v > g ? v : g;
+    }
+    if (nan || g == -INFINITY) { /* the caller raises; no draws */
+        res = Py_BuildValue("dnd", nan ? (double)NAN : (double)g, (Py_ssize_t)0, (double)NAN);
+        goto done;
+    }
+    double mx = (double)g, hm;
+    int nomem = 0;
+    Py_ssize_t got = draws_core(x, n, bm, nb, mx, mx - head, block, (const double *)bs.b[2].buf, k, tries,
+                                (long long *)bs.b[3].buf, limit, &hm, &nomem);
+    if (nomem) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    res = Py_BuildValue("dnd", mx, got, hm);
+done:
+    release_all(&bs);
+    return res;
+}
+
 PyMethodDef constrain_propose_methods[] = {
     {"block_max", block_max, METH_VARARGS,
      "block_max(x, block, out[, path]) -> max: out[b] = max of x[b*block:(b+1)*block] (float32, "
      "contiguous); returns the overall max, NaN if any element is NaN (a NaN never wins a "
      "block's compare).  path: one of simd_paths() (default: the best one)."},
     {"simd_paths", simd_paths, METH_NOARGS, "The block_max paths this CPU can run."},
+    {"lazy_draws", lazy_draws_c, METH_VARARGS,
+     "lazy_draws(x, bm, mx, thr, block, us, out, max_head_blocks) -> (draws made, head mass): "
+     "the C twin of constrain.sampling.kernels.lazy_draws (same draws from the same uniforms)."},
+    {"lazy_propose", lazy_propose, METH_VARARGS,
+     "lazy_propose(x, block, head, us, bm, out, max_head_blocks) -> (max, draws made, head mass): "
+     "block_max into bm, then lazy_draws with thr = max - head, in one call."},
     {NULL, NULL, 0, NULL},
 };

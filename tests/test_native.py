@@ -4,10 +4,14 @@
 rollbacks and copies, and compares what the C cursor writes with ``CompiledDFA._fill_state``
 (the Python reference) at each step.  ``block_max`` (native/propose.c): every SIMD path the
 CPU has against numpy's per-block reduce, on any length, block, alignment, -inf and NaN.
+``lazy_draws`` / ``lazy_propose``: the same draws as the pure-Python reference (and so as the
+numba kernel) from the same uniforms, and AWRS decoding gives identical tokens and weights
+with the extension and without it.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import numpy as np
@@ -215,3 +219,86 @@ def test_block_max_rejects_bad_buffers():
         native.block_max(x, 4, np.empty(3, dtype=np.float32), "neon")
     with pytest.raises(ValueError, match="contiguous"):
         native.block_max(np.zeros(20, dtype=np.float32)[::2], 4, np.empty(3, dtype=np.float32))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=2500),
+    st.sampled_from([1, 7, 64, 256, 4096]),
+    st.floats(min_value=0.0, max_value=12.0),
+    st.floats(min_value=0.0, max_value=10.0),
+    st.integers(min_value=0, max_value=2**31),
+)
+def test_c_lazy_draws_and_propose_equal_the_reference(n, block, peak, head, seed):
+    from constrain.sampling.core import block_max_reference
+    from constrain.sampling.kernels import lazy_draws_reference
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 2, size=n).astype(np.float32)
+    x[rng.integers(n)] += np.float32(peak)
+    x[rng.random(n) < 0.2] = -np.inf
+    if not np.isfinite(x).any():
+        x[-1] = 1.5
+    nb = -(-n // block)
+    bm = np.empty(nb, dtype=np.float32)
+    mx = block_max_reference(x, block, bm)
+    k = int(rng.integers(1, 5))
+    us = rng.random((k, int(rng.integers(1, 9)), 3))
+    limit = int(rng.integers(1, nb + 2))
+    want = lazy_draws_reference(x, bm, mx, mx - head, block, us, limit)
+    scanned = sum(1 for b in bm if b >= mx - head) <= limit
+    head_mass = math.fsum(math.exp(float(v) - mx) for v in x if v >= mx - head)
+
+    out = np.full(k, -7, dtype=np.int64)
+    got, hm = native.lazy_draws(x, bm, mx, mx - head, block, us, out, limit)
+    assert out[:got].tolist() == want and (out[got:] == -7).all()
+    assert hm == pytest.approx(head_mass, rel=1e-12) if scanned else math.isnan(hm)
+
+    bm2 = np.full(nb, 7, dtype=np.float32)
+    out2 = np.full(k, -7, dtype=np.int64)
+    mx2, got2, hm2 = native.lazy_propose(x, block, head, us, bm2, out2, limit)
+    assert mx2 == mx and np.array_equal(bm2, bm)
+    assert out2[:got2].tolist() == want and (out2[got2:] == -7).all()
+    assert hm2 == pytest.approx(head_mass, rel=1e-12) if scanned else math.isnan(hm2)
+
+
+def test_lazy_propose_reports_nan_and_all_minus_inf_without_drawing():
+    us = np.random.default_rng(0).random((2, 4, 3))
+    x = np.zeros(50, dtype=np.float32)
+    x[7] = np.nan
+    mx, got, _ = native.lazy_propose(x, 16, 8.0, us, np.empty(4, np.float32), np.empty(2, np.int64), 4)
+    assert math.isnan(mx) and got == 0
+    x[:] = -np.inf
+    mx, got, _ = native.lazy_propose(x, 16, 8.0, us, np.empty(4, np.float32), np.empty(2, np.int64), 4)
+    assert mx == -math.inf and got == 0
+    with pytest.raises(ValueError, match="shape"):
+        native.lazy_draws(x, np.empty(4, np.float32), 0.0, -8.0, 16, us[0], np.empty(2, np.int64), 4)
+    with pytest.raises(ValueError, match="out holds"):
+        native.lazy_draws(x, np.empty(4, np.float32), 0.0, -8.0, 16, us, np.empty(1, np.int64), 4)
+    with pytest.raises(TypeError, match="int64"):
+        native.lazy_draws(x, np.empty(4, np.float32), 0.0, -8.0, 16, us, np.empty(2, np.int32), 4)
+
+
+@pytest.mark.parametrize("method", ["awrs", "smc"])
+def test_awrs_decoding_is_identical_with_and_without_the_extension(monkeypatch, method):
+    """Same seed, same tokens and weights: the C proposal consumes the same uniforms and makes
+    the same draws as the numpy + numba path."""
+    import constrain
+    import constrain.sampling.core as core
+    from constrain.sampling import run
+    from constrain.sampling.toy import NGramLM, ToyDecoder
+
+    toks = [bytes([97 + i % 4]) * (1 + i % 3) for i in range(600)] + [None]
+    vocab = Vocabulary.from_token_bytes(toks, eos_token_ids=(600,))
+    compiled = constrain.compile(constrain.regex(r"(ab|cd|a+)*d"), vocab)
+    lm = NGramLM.random(len(vocab), np.random.default_rng(3), alpha=0.3)
+
+    def decode():
+        return [
+            (r.tokens, r.log_weights.tolist())
+            for r in (run(ToyDecoder(lm), compiled, method=method, n=4, max_new_tokens=12, seed=s) for s in range(6))
+        ]
+
+    with_c = decode()
+    monkeypatch.setattr(core, "_native", None)
+    assert decode() == with_c

@@ -62,7 +62,8 @@ class Proposal:
         "_top_p",
         "_bm",
         "_ready",
-        "_hm",
+        "_head_mass",
+        "_dry",
     )
 
     BLOCK = 1024
@@ -89,6 +90,7 @@ class Proposal:
         top_k: int | None = None,
         top_p: float | None = None,
         lazy: bool = True,
+        rng: np.random.Generator | None = None,
     ) -> None:
         x = np.asarray(logits, dtype=np.float32).reshape(-1)
         if temperature <= 0:
@@ -102,11 +104,24 @@ class Proposal:
         # per-block maxima: the lazy sampler's envelope and the global maximum in one pass
         # (masking materialises the weights at once and needs only the global maximum)
         lazy = lazy and not (top_p is not None and 0 < top_p < 1)
+        self._ready: list[int] = []
+        self._head_mass = math.nan  # once a lazy draw has scanned the head
+        self._dry = False  # the first lazy fill, made here, drew nothing
         if lazy:
             B = self.EBLOCK
             bm = np.empty(-(-len(x) // B), dtype=np.float32)
             if _native is not None and x.flags.c_contiguous:
-                mx = _native.block_max(x, B, bm)  # one vectorised pass (native/propose.c)
+                if rng is not None:
+                    # block maxima and the first lazy fill in one C call, consuming the same
+                    # uniforms the first draw's fill would: the same draws either way
+                    k = self.LAZY_BATCH
+                    us = rng.random((k, self.LAZY_TRIES, 3))
+                    out = np.empty(k, dtype=np.int64)
+                    mx, got, self._head_mass = _native.lazy_propose(x, B, self.HEAD, us, bm, out, self._limit(len(bm)))
+                    self._ready = out[:got][::-1].tolist()
+                    self._dry = got == 0
+                else:
+                    mx = _native.block_max(x, B, bm)  # one vectorised pass (native/propose.c)
             else:
                 mx = block_max_reference(x, B, bm)
             self._bm = bm
@@ -121,8 +136,6 @@ class Proposal:
         self._top_p = top_p if top_p is not None and 0 < top_p < 1 else None
         self._weights = None
         self._env = None
-        self._ready: list[int] = []
-        self._hm: np.ndarray | None = None  # [head mass], once a lazy draw has scanned the head
         if not lazy:  # nucleus (and masking) need the full distribution anyway
             self._materialize()
 
@@ -177,7 +190,8 @@ class Proposal:
         self._mx = np.float32(0)
         self._bm = None
         self._ready = []
-        self._hm = None
+        self._head_mass = math.nan
+        self._dry = False
         return self
 
     @classmethod
@@ -195,7 +209,8 @@ class Proposal:
         self._mx = prop._mx
         self._bm = None
         self._ready = []
-        self._hm = None
+        self._head_mass = math.nan
+        self._dry = False
         return self
 
     def p(self, t: int) -> float:
@@ -225,9 +240,12 @@ class Proposal:
             self._env = (head, hw, hc, bound, ec, thr)
         return self._env
 
+    def _limit(self, n_blocks: int) -> int:
+        return max(1, int(n_blocks * self.LAZY_HEAD_SHARE))
+
     def _lazy_fill(self, rng: np.random.Generator) -> None:
         """``LAZY_BATCH`` independent envelope draws (up to ``LAZY_TRIES`` rounds each) in one
-        numba call, queued in ``_ready``; stops early, leaving the queue short, at a draw whose
+        compiled call, queued in ``_ready``; stops early, leaving the queue short, at a draw whose
         rounds were all rejected.  Queued draws are i.i.d. from ``p``, so handing them out one
         by one later (even after the weights were materialised) is the same as drawing then.
         """
@@ -235,10 +253,13 @@ class Proposal:
         us = rng.random((k, self.LAZY_TRIES, 3))
         out = np.empty(k, dtype=np.int64)
         mx = float(self._mx)
-        limit = max(1, int(len(self._bm) * self.LAZY_HEAD_SHARE))
-        if self._hm is None:
-            self._hm = np.full(1, np.nan)
-        got = lazy_draws(self.logits, self._bm, mx, mx - self.HEAD, self.EBLOCK, us, out, limit, self._hm)
+        limit = self._limit(len(self._bm))
+        if _native is not None and self.logits.flags.c_contiguous:
+            got, self._head_mass = _native.lazy_draws(self.logits, self._bm, mx, mx - self.HEAD, self.EBLOCK, us, out, limit)
+        else:
+            hm = np.full(1, np.nan)
+            got = lazy_draws(self.logits, self._bm, mx, mx - self.HEAD, self.EBLOCK, us, out, limit, hm)
+            self._head_mass = float(hm[0])
         self._ready = out[:got][::-1].tolist()  # pop() from the end hands them out in order
 
     @property
@@ -247,7 +268,7 @@ class Proposal:
         lazy draw has scanned the head.  ``S >= S_H >= 1`` (the arg-max has weight 1), and a
         draw lands in the head with probability ``S_H / S``: AWRS turns that into an unbiased
         estimate of ``1 / S`` without the full softmax."""
-        return math.nan if self._hm is None else float(self._hm[0])
+        return self._head_mass
 
     def in_head(self, t: int) -> bool:
         return float(self.logits[t]) >= float(self._mx) - self.HEAD
@@ -267,9 +288,12 @@ class Proposal:
         if self._ready:
             return self._ready.pop()
         if self._weights is None and self._bm is not None:
-            self._lazy_fill(rng)
-            if self._ready:
-                return self._ready.pop()
+            if self._dry:  # the fill made at construction drew nothing: as if made just now
+                self._dry = False
+            else:
+                self._lazy_fill(rng)
+                if self._ready:
+                    return self._ready.pop()
             self._materialize()
         blocks = self._blocks
         while True:

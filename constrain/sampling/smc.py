@@ -221,7 +221,10 @@ def run(
         for j, i in enumerate(stepped):
             fb = fallback[i]
             mask_step = lazy and not greedy and fb > 0 and fb % MASK_PROBE != 0
-            prop = Proposal(logits[i], temp, top_k, top_p, lazy=lazy and not mask_step)
+            # an AWRS step draws at once: its proposal makes the first draws in the same
+            # compiled call as the block maxima (the same draws as drawing later)
+            drawing = lazy and not greedy and not mask_step
+            prop = Proposal(logits[i], temp, top_k, top_p, lazy=lazy and not mask_step, rng=row_rng[i] if drawing else None)
             chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
             if step_method == "lcd":
                 d = lcd_sample(prop, chk, row_rng[i], greedy=greedy, mask=masks[j])
