@@ -18,6 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <float.h>
+#include <stdint.h>
 #include <math.h>
 #include <string.h>
 
@@ -300,6 +301,25 @@ done:
 
 #define HEAD_STACK 512
 
+/* The draws' uniforms: an explicit (k, tries, 3) float64 array, or a counter-based stream
+ * from one 64-bit seed (SplitMix64 of seed + (i + 1) * golden ratio, top 53 bits), which the
+ * caller takes from its numpy Generator: one raw draw per step instead of an array of
+ * k * tries * 3 uniforms, and only the rounds actually used are computed.  The same stream
+ * in numpy is constrain.sampling.kernels.counter_uniforms (tests compare them). */
+typedef struct {
+    const double *arr;
+    uint64_t seed;
+} Uniforms;
+
+static inline double uniform_at(const Uniforms *u, Py_ssize_t i) {
+    if (u->arr) return u->arr[i];
+    uint64_t z = u->seed + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53;
+}
+
 typedef struct {
     Py_ssize_t idx_stack[HEAD_STACK];
     double w_stack[HEAD_STACK];
@@ -347,7 +367,7 @@ static int head_push(void *ctx, Py_ssize_t i) {
 /* Returns the number of draws made (< k when draw j had every round rejected; 0 when more
  * than max_head_blocks blocks hold head tokens) and sets *head_mass (NaN when not scanned). */
 static Py_ssize_t draws_core(const float *x, Py_ssize_t n, const float *bm, Py_ssize_t nb, double mx,
-                             double thr, Py_ssize_t block, const double *us, Py_ssize_t k, Py_ssize_t tries,
+                             double thr, Py_ssize_t block, const Uniforms *us, Py_ssize_t k, Py_ssize_t tries,
                              long long *out, Py_ssize_t max_head_blocks, double *head_mass, int *nomem) {
     *head_mass = NAN;
     Py_ssize_t nhb = 0;
@@ -389,8 +409,8 @@ static Py_ssize_t draws_core(const float *x, Py_ssize_t n, const float *bm, Py_s
     for (Py_ssize_t j = 0; j < k; j++) {
         long long got = -1;
         for (Py_ssize_t r = 0; r < tries; r++) {
-            const double *u3 = us + (j * tries + r) * 3;
-            double u = u3[0] * (sh + se);
+            Py_ssize_t ui = (j * tries + r) * 3;
+            double u = uniform_at(us, ui) * (sh + se);
             if (u < sh) {
                 double acc = 0.0;
                 long long last = -1;
@@ -417,11 +437,11 @@ static Py_ssize_t draws_core(const float *x, Py_ssize_t n, const float *bm, Py_s
             double bound = bounds[b];
             if (bound == 0.0) continue;
             Py_ssize_t size = n - b * block < block ? n - b * block : block;
-            Py_ssize_t off = (Py_ssize_t)(u3[1] * (double)size);
+            Py_ssize_t off = (Py_ssize_t)(uniform_at(us, ui + 1) * (double)size);
             if (off > size - 1) off = size - 1;
             Py_ssize_t t = b * block + off;
             double xt = (double)x[t];
-            if (xt < thr && u3[2] * bound < exp(xt - mx)) {
+            if (xt < thr && uniform_at(us, ui + 2) * bound < exp(xt - mx)) {
                 got = t;
                 break;
             }
@@ -463,19 +483,37 @@ static int take(Buffers *bs, PyObject *o, const char *fmt, int writable, const c
     return 0;
 }
 
-/* shared argument checks of lazy_draws / lazy_propose: us is (k, tries, 3), out holds k */
-static int us_shape(Buffers *bs, int us_i, int out_i, Py_ssize_t *k, Py_ssize_t *tries) {
-    Py_buffer *u = &bs->b[us_i], *o = &bs->b[out_i];
-    if (u->ndim != 3 || u->shape[2] != 3) {
+/* the uniforms argument of lazy_draws / lazy_propose: a (k, tries, 3) float64 array (taken
+ * into bs), or a (seed, tries) tuple; k is then out's length */
+static int get_uniforms(Buffers *bs, PyObject *uso, Py_buffer *out, Uniforms *u, Py_ssize_t *k, Py_ssize_t *tries) {
+    Py_ssize_t cap = out->len / 8;
+    if (PyTuple_Check(uso)) {
+        unsigned long long seed;
+        if (!PyArg_ParseTuple(uso, "Kn;us must be a (k, tries, 3) float64 array or a (seed, tries) tuple", &seed, tries))
+            return -1;
+        if (*tries < 0) {
+            PyErr_SetString(PyExc_ValueError, "tries must be >= 0");
+            return -1;
+        }
+        u->arr = NULL;
+        u->seed = (uint64_t)seed;
+        *k = cap;
+        return 0;
+    }
+    if (take(bs, uso, "d", 0, "us") < 0) return -1;
+    Py_buffer *v = &bs->b[bs->n - 1];
+    if (v->ndim != 3 || v->shape[2] != 3) {
         PyErr_SetString(PyExc_ValueError, "us must have shape (k, tries, 3)");
         return -1;
     }
-    *k = u->shape[0];
-    *tries = u->shape[1];
-    if (o->len / 8 < *k) {
-        PyErr_Format(PyExc_ValueError, "out holds %zd draws, us asks for %zd", o->len / 8, *k);
+    *k = v->shape[0];
+    *tries = v->shape[1];
+    if (cap < *k) {
+        PyErr_Format(PyExc_ValueError, "out holds %zd draws, us asks for %zd", cap, *k);
         return -1;
     }
+    u->arr = (const double *)v->buf;
+    u->seed = 0;
     return 0;
 }
 
@@ -486,11 +524,11 @@ static PyObject *lazy_draws_c(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOddnOOn", &xo, &bmo, &mx, &thr, &block, &uso, &outo, &limit)) return NULL;
     Buffers bs = {.n = 0};
     PyObject *res = NULL;
-    if (take(&bs, xo, "f", 0, "x") < 0 || take(&bs, bmo, "f", 0, "bm") < 0 || take(&bs, uso, "d", 0, "us") < 0 ||
-        take(&bs, outo, "q", 1, "out") < 0)
+    if (take(&bs, xo, "f", 0, "x") < 0 || take(&bs, bmo, "f", 0, "bm") < 0 || take(&bs, outo, "q", 1, "out") < 0)
         goto done;
     Py_ssize_t k, tries;
-    if (us_shape(&bs, 2, 3, &k, &tries) < 0) goto done;
+    Uniforms u;
+    if (get_uniforms(&bs, uso, &bs.b[2], &u, &k, &tries) < 0) goto done;
     Py_ssize_t n = bs.b[0].len / 4, nb = bs.b[1].len / 4;
     if (block < 1 || nb != (n + block - 1) / block) {
         PyErr_Format(PyExc_ValueError, "bm has %zd blocks; %zd logits in blocks of %zd need %zd", nb, n, block,
@@ -499,8 +537,8 @@ static PyObject *lazy_draws_c(PyObject *self, PyObject *args) {
     }
     double hm;
     int nomem = 0;
-    Py_ssize_t got = draws_core((const float *)bs.b[0].buf, n, (const float *)bs.b[1].buf, nb, mx, thr, block,
-                                (const double *)bs.b[2].buf, k, tries, (long long *)bs.b[3].buf, limit, &hm, &nomem);
+    Py_ssize_t got = draws_core((const float *)bs.b[0].buf, n, (const float *)bs.b[1].buf, nb, mx, thr, block, &u, k,
+                                tries, (long long *)bs.b[2].buf, limit, &hm, &nomem);
     if (nomem) {
         PyErr_NoMemory();
         goto done;
@@ -518,11 +556,11 @@ static PyObject *lazy_propose(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OndOOOn", &xo, &block, &head, &uso, &bmo, &outo, &limit)) return NULL;
     Buffers bs = {.n = 0};
     PyObject *res = NULL;
-    if (take(&bs, xo, "f", 0, "x") < 0 || take(&bs, bmo, "f", 1, "bm") < 0 || take(&bs, uso, "d", 0, "us") < 0 ||
-        take(&bs, outo, "q", 1, "out") < 0)
+    if (take(&bs, xo, "f", 0, "x") < 0 || take(&bs, bmo, "f", 1, "bm") < 0 || take(&bs, outo, "q", 1, "out") < 0)
         goto done;
     Py_ssize_t k, tries;
-    if (us_shape(&bs, 2, 3, &k, &tries) < 0) goto done;
+    Uniforms u;
+    if (get_uniforms(&bs, uso, &bs.b[2], &u, &k, &tries) < 0) goto done;
     Py_ssize_t n = bs.b[0].len / 4, nb = bs.b[1].len / 4;
     if (block < 1 || nb != (n + block - 1) / block) {
         PyErr_Format(PyExc_ValueError, "bm has %zd blocks; %zd logits in blocks of %zd need %zd", nb, n, block,
@@ -546,8 +584,8 @@ static PyObject *lazy_propose(PyObject *self, PyObject *args) {
     }
     double mx = (double)g, hm;
     int nomem = 0;
-    Py_ssize_t got = draws_core(x, n, bm, nb, mx, mx - head, block, (const double *)bs.b[2].buf, k, tries,
-                                (long long *)bs.b[3].buf, limit, &hm, &nomem);
+    Py_ssize_t got = draws_core(x, n, bm, nb, mx, mx - head, block, &u, k, tries, (long long *)bs.b[2].buf, limit,
+                                &hm, &nomem);
     if (nomem) {
         PyErr_NoMemory();
         goto done;
@@ -566,7 +604,8 @@ PyMethodDef constrain_propose_methods[] = {
     {"simd_paths", simd_paths, METH_NOARGS, "The block_max paths this CPU can run."},
     {"lazy_draws", lazy_draws_c, METH_VARARGS,
      "lazy_draws(x, bm, mx, thr, block, us, out, max_head_blocks) -> (draws made, head mass): "
-     "the C twin of constrain.sampling.kernels.lazy_draws (same draws from the same uniforms)."},
+     "the C twin of constrain.sampling.kernels.lazy_draws (same draws from the same uniforms).  "
+     "us: a (k, tries, 3) float64 array, or (seed, tries) for counter_uniforms(seed, (len(out), tries, 3))."},
     {"lazy_propose", lazy_propose, METH_VARARGS,
      "lazy_propose(x, block, head, us, bm, out, max_head_blocks) -> (max, draws made, head mass): "
      "block_max into bm, then lazy_draws with thr = max - head, in one call."},

@@ -231,7 +231,7 @@ def test_block_max_rejects_bad_buffers():
 )
 def test_c_lazy_draws_and_propose_equal_the_reference(n, block, peak, head, seed):
     from constrain.sampling.core import block_max_reference
-    from constrain.sampling.kernels import lazy_draws_reference
+    from constrain.sampling.kernels import counter_uniforms, lazy_draws_reference
 
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 2, size=n).astype(np.float32)
@@ -261,6 +261,17 @@ def test_c_lazy_draws_and_propose_equal_the_reference(n, block, peak, head, seed
     assert out2[:got2].tolist() == want and (out2[got2:] == -7).all()
     assert hm2 == pytest.approx(head_mass, rel=1e-12) if scanned else math.isnan(hm2)
 
+    # seeded mode: the counter-based stream computed in C equals counter_uniforms in numpy
+    seed = int(rng.integers(0, 2**63)) * 2 + int(rng.integers(0, 2))
+    tries = us.shape[1]
+    want_seeded = lazy_draws_reference(x, bm, mx, mx - head, block, counter_uniforms(seed, (k, tries, 3)), limit)
+    out3 = np.full(k, -7, dtype=np.int64)
+    got3, _ = native.lazy_draws(x, bm, mx, mx - head, block, (seed, tries), out3, limit)
+    assert out3[:got3].tolist() == want_seeded
+    out4 = np.full(k, -7, dtype=np.int64)
+    _, got4, _ = native.lazy_propose(x, block, head, (seed, tries), np.empty(nb, np.float32), out4, limit)
+    assert out4[:got4].tolist() == want_seeded
+
 
 def test_lazy_propose_reports_nan_and_all_minus_inf_without_drawing():
     us = np.random.default_rng(0).random((2, 4, 3))
@@ -277,6 +288,21 @@ def test_lazy_propose_reports_nan_and_all_minus_inf_without_drawing():
         native.lazy_draws(x, np.empty(4, np.float32), 0.0, -8.0, 16, us, np.empty(1, np.int64), 4)
     with pytest.raises(TypeError, match="int64"):
         native.lazy_draws(x, np.empty(4, np.float32), 0.0, -8.0, 16, us, np.empty(2, np.int32), 4)
+    with pytest.raises(TypeError, match="seed, tries"):
+        native.lazy_draws(x, np.empty(4, np.float32), 0.0, -8.0, 16, (1.5, 3), np.empty(2, np.int64), 4)
+
+
+def test_counter_uniforms_are_uniform():
+    from scipy.stats import kstest
+
+    from constrain.sampling.kernels import counter_uniforms
+
+    u = counter_uniforms(2**64 - 1, (200_000,))
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert kstest(u, "uniform").pvalue > 1e-4
+    # consecutive seeds give unrelated streams (the next fill's seed is the next raw draw)
+    a, b = counter_uniforms(41, (50_000,)), counter_uniforms(42, (50_000,))
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.03
 
 
 @pytest.mark.parametrize("method", ["awrs", "smc"])

@@ -15,7 +15,7 @@ import numpy as np
 
 from constrain.errors import InvalidTokenError
 from constrain.sampling.budget import _dfa_parts, _max_distance, budget_mask, fits
-from constrain.sampling.kernels import lazy_draws
+from constrain.sampling.kernels import counter_uniforms, lazy_draws
 
 # the block maxima in C (native/propose.c); numpy's per-row reduce is the reference and the
 # fallback (no compiler at install time, or CONSTRAIN_NO_NATIVE=1)
@@ -114,9 +114,8 @@ class Proposal:
                 if rng is not None:
                     # block maxima and the first lazy fill in one C call, consuming the same
                     # uniforms the first draw's fill would: the same draws either way
-                    k = self.LAZY_BATCH
-                    us = rng.random((k, self.LAZY_TRIES, 3))
-                    out = np.empty(k, dtype=np.int64)
+                    out = np.empty(self.LAZY_BATCH, dtype=np.int64)
+                    us = (rng.bit_generator.random_raw(), self.LAZY_TRIES)  # see counter_uniforms
                     mx, got, self._head_mass = _native.lazy_propose(x, B, self.HEAD, us, bm, out, self._limit(len(bm)))
                     self._ready = out[:got][::-1].tolist()
                     self._dry = got == 0
@@ -250,13 +249,15 @@ class Proposal:
         by one later (even after the weights were materialised) is the same as drawing then.
         """
         k = self.LAZY_BATCH
-        us = rng.random((k, self.LAZY_TRIES, 3))
+        seed = rng.bit_generator.random_raw()  # one raw draw, expanded by counter_uniforms
         out = np.empty(k, dtype=np.int64)
         mx = float(self._mx)
         limit = self._limit(len(self._bm))
         if _native is not None and self.logits.flags.c_contiguous:
+            us = (seed, self.LAZY_TRIES)
             got, self._head_mass = _native.lazy_draws(self.logits, self._bm, mx, mx - self.HEAD, self.EBLOCK, us, out, limit)
         else:
+            us = counter_uniforms(seed, (k, self.LAZY_TRIES, 3))
             hm = np.full(1, np.nan)
             got = lazy_draws(self.logits, self._bm, mx, mx - self.HEAD, self.EBLOCK, us, out, limit, hm)
             self._head_mass = float(hm[0])
