@@ -13,6 +13,8 @@ from pathlib import Path
 
 import lark
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import constrain
 from constrain.cfg.earley import EarleyGrammar
@@ -140,3 +142,30 @@ def test_terminals_that_are_prefixes_of_each_other_and_ignore() -> None:
     eg = EarleyGrammar(constrain.grammar(text))
     for s in ["a", "ab", "abc", "abccc", "aab", "a b", " abcab a ", "ac", "b", "abcb", "a  bc"]:
         assert _ours(eg, s.encode()) == _lark_accepts(oracle, s.encode()), s
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), cuts=st.lists(st.integers(0, 200), max_size=6))
+def test_run_equals_byte_by_byte_reference(name: str, seed: int, cuts: list[int]) -> None:
+    """``run``'s lexeme fast path (no state per byte inside one lexeme) reaches the very state
+    ``run_reference`` (one ``step`` per byte) does, from any intermediate state: members and
+    mutations cut into random chunks, as tokens cut text."""
+    eg = _EG.get(name)
+    if eg is None:
+        eg = _EG[name] = _load(name)[2]
+    rng = random.Random(seed)
+    s = random_member(eg, rng, max_depth=3 if name == "sql" else 4)
+    if rng.random() < 0.5:
+        s = mutate(s, rng, grammar_alphabet(eg.grammar))
+    bounds = sorted({0, len(s), *(c % (len(s) + 1) for c in cuts)})
+    fast = slow = eg.start_pos()
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        fast, slow = eg.run(fast, s[a:b]), eg.run_reference(slow, s[a:b])
+        assert (fast is None) == (slow is None)
+        if fast is None:
+            break
+        assert fast.entries == slow.entries and fast.node is slow.node, (s, a, b)
+
+
+_EG: dict[str, EarleyGrammar] = {}

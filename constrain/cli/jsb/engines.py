@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-ENGINES = ("constrain", "llguidance", "xgrammar", "outlines")
+ENGINES = ("constrain", "constrain-strict", "llguidance", "xgrammar", "outlines")
 
 THREAD_VARS = (
     "RAYON_NUM_THREADS",
@@ -152,6 +152,7 @@ class ConstrainAdapter(Adapter):
     """constrain: ``constrain.json_schema`` + ``constrain.compile`` + the Matcher contract."""
 
     name = "constrain"
+    strict = False
 
     def load(self) -> None:
         from constrain.engine.matcher import allocate_bitmask
@@ -179,7 +180,7 @@ class ConstrainAdapter(Adapter):
         from constrain.errors import ConstrainError, EmptyLanguageError
 
         try:
-            spec = constrain.json_schema(schema)
+            spec = constrain.json_schema(schema, strict=self.strict)
             return constrain.compile(spec, self.vocab)
         except (ImportError, AttributeError, NotImplementedError) as exc:
             # the schema or CFG layer is not there (yet): report, do not crash the run
@@ -206,6 +207,16 @@ class ConstrainAdapter(Adapter):
         except InvalidTokenError:
             return False
         return True
+
+
+class ConstrainStrictAdapter(ConstrainAdapter):
+    """constrain with ``strict=True``: a schema it can only over-approximate (uniqueItems, a
+    negation it cannot express, ...) is declined with ``UnsupportedSchemaError`` naming the
+    keyword and where, instead of compiled loosely -- declared coverage, like llguidance's:
+    what compiles is enforced exactly, so false accepts can only be bugs."""
+
+    name = "constrain-strict"
+    strict = True
 
 
 class LLGuidanceAdapter(Adapter):
@@ -339,6 +350,7 @@ class OutlinesAdapter(Adapter):
 
 ADAPTERS: dict[str, type[Adapter]] = {
     "constrain": ConstrainAdapter,
+    "constrain-strict": ConstrainStrictAdapter,
     "llguidance": LLGuidanceAdapter,
     "xgrammar": XGrammarAdapter,
     "outlines": OutlinesAdapter,
