@@ -474,9 +474,12 @@ def regex_syntax_dfa(depth: int = REGEX_SYNTAX_DEPTH) -> ByteDFA:
             row = table[sid(d, mode)]
             row[:] = sid(d, "CB")
             row[ord("\\")] = sid(d, "CE")
-            # ']' ends a class, even first: ECMA reads '[]' as the empty class (Python as an
-            # unterminated '[]...'); either way nothing valid in one dialect is rejected
-            row[ord("]")] = sid(d, "Q1")
+            row[ord("]")] = sid(d, "Q1")  # ends the class
+        # ...except first ('[]' or '[^]'): Python -- the validators' check -- reads it as a
+        # literal ']' ('[])]' is the class of ']' and ')'), ECMA as an empty class; following
+        # Python never rejects what the validators accept (found by the hypothesis test below)
+        table[sid(d, "C0"), ord("]")] = sid(d, "CB")
+        table[sid(d, "CC"), ord("]")] = sid(d, "CB")
         table[sid(d, "C0"), ord("^")] = sid(d, "CC")
         table[sid(d, "CE"), :] = sid(d, "CB")
         table[sid(d, "CM"), :] = sid(d, "CM")
