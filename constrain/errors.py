@@ -34,6 +34,16 @@ class ConstraintTooLarge(ConstrainError):
         self.limit = limit
 
 
+class GrammarTooLarge(ConstrainError):
+    """A generated grammar (JSON Schema) passed its size bounds; ``limit`` names the option
+    to raise.  Not a :class:`ConstraintTooLarge`: the schema compiler catches those to
+    over-approximate one keyword, while this must stop the whole compilation."""
+
+    def __init__(self, message: str, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class GrammarError(ConstrainError):
     """A grammar is malformed: undefined rule, bad terminal, unsupported construct."""
 

@@ -364,3 +364,85 @@ def test_negation_of_a_recursive_schema_is_refused_not_looped():
     with pytest.warns(SchemaApproximationWarning, match="not: negation not expressible") as rec:
         json_schema(schema)
     assert not any("unresolvable" in str(w.message) for w in rec)
+
+
+# ---- boolean combinations of string schemas as one automaton (constrain/schema/string_logic.py)
+
+_STRING_LEAVES = [
+    {"pattern": "^a"}, {"pattern": "b$"}, {"pattern": "1.*2"}, {"pattern": "^[ab]*$"}, {"minLength": 2},
+    {"maxLength": 3}, {"const": "ab"}, {"enum": ["a", "b1", 3]}, {"type": "integer"}, {"type": ["string", "null"]},
+    {"minimum": 4}, True, False,
+]
+
+
+def _string_tree(draw, depth: int):
+    from hypothesis import strategies as st
+
+    if depth == 0 or draw(st.integers(0, 3)) == 0:
+        return draw(st.sampled_from(_STRING_LEAVES))
+    kind = draw(st.sampled_from(["allOf", "anyOf", "oneOf", "not", "if"]))
+    if kind == "not":
+        return {"not": _string_tree(draw, depth - 1)}
+    if kind == "if":
+        out = {"if": _string_tree(draw, depth - 1)}
+        for k in ("then", "else"):
+            if draw(st.booleans()):
+                out[k] = _string_tree(draw, depth - 1)
+        return out
+    return {kind: [_string_tree(draw, depth - 1) for _ in range(draw(st.integers(1, 3)))]}
+
+
+def test_string_boolean_combinations_agree_with_jsonschema():
+    """Nested allOf/anyOf/oneOf/not/if over string keywords, compiled as one automaton, accept
+    exactly the strings jsonschema accepts (and the builder really took them)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    import constrain.schema.string_logic as sl
+
+    built = []
+    orig = sl.StringLogic.build
+
+    def spy(self, schema, res):
+        d = orig(self, schema, res)
+        built.append(d is not None)
+        return d
+
+    @settings(max_examples=120, deadline=None)
+    @given(st.data())
+    def run(data):
+        tree = _string_tree(data.draw, 3)
+        kind = data.draw(st.sampled_from(["allOf", "anyOf", "oneOf", "not"]))
+        schema = {"type": "string", kind: tree if kind == "not" else [tree, data.draw(st.sampled_from(_STRING_LEAVES))]}
+        accepts = acceptor(json_schema(schema))
+        validator = jsonschema.Draft202012Validator(schema)
+        texts = ["", "a", "b", "ab", "a1b2", "ba", "b1", "aab", "12", "a12b", "abab", "xyz"]
+        texts += data.draw(st.lists(st.text(alphabet="ab12x", max_size=6), max_size=8))
+        for s in texts:
+            want = validator.is_valid(s)
+            assert accepts(json.dumps(s)) == want, (schema, s, want)
+        assert not accepts("3") and not accepts("null")
+
+    sl.StringLogic.build = spy
+    try:
+        run()
+    finally:
+        sl.StringLogic.build = orig
+    assert built and sum(built) >= 0.9 * len(built), f"{sum(built)}/{len(built)} combinations built as one automaton"
+
+
+def test_grammar_size_is_bounded_with_a_typed_error():
+    """A schema whose grammar passes the size bounds stops with GrammarTooLarge naming where,
+    not an approximation (the compiler's ConstraintTooLarge handlers must not swallow it)."""
+    import constrain
+    from constrain.errors import GrammarTooLarge
+
+    props = {f"k{i}": {"anyOf": [{"type": "string", "pattern": f"^{i}[a-z]+$"}, {"type": "integer"}]}
+             for i in range(12)}
+    schema = {"type": "object", "properties": props}
+    json_schema(schema)  # fits the defaults
+    with pytest.raises(GrammarTooLarge, match="schema grammar too large at") as e:
+        json_schema(schema, max_grammar_rules=20)
+    assert e.value.limit == "max_grammar_rules" and isinstance(e.value, constrain.ConstrainError)
+    with pytest.raises(GrammarTooLarge, match="automaton states"):
+        json_schema(schema, max_grammar_states=50)

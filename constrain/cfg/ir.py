@@ -125,6 +125,7 @@ class GrammarBuilder:
         self._lit: dict[str, str] = {}
         self._rx: dict[str, str] = {}
         self._ids = itertools.count()
+        self.dfa_states = 0  # states of every automaton terminal so far (size budgets)
 
     def fresh(self, hint: str = "r") -> str:
         return f"{hint}#{next(self._ids)}"
@@ -148,6 +149,7 @@ class GrammarBuilder:
     def dfa(self, dfa: ByteDFA, hint: str = "dfa") -> str:
         name = self.fresh(hint)
         self.terminals[name] = Terminal(name, dfa=dfa)
+        self.dfa_states += dfa.n_states
         return name
 
     def rule(self, alternatives: list[tuple[str, ...]] | None = None, hint: str = "r") -> str:
