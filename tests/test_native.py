@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from constrain.automata import ByteDFA
 from constrain.engine.dfa_matcher import CompiledDFA
 from constrain.vocab import Vocabulary
+from tests.lazy_cases import lazy_case
 
 native = pytest.importorskip("constrain._native", reason="the C extension was not built (no compiler?)")
 
@@ -233,18 +234,13 @@ def test_c_lazy_draws_and_propose_equal_the_reference(n, block, peak, head, seed
     from constrain.sampling.core import block_max_reference
     from constrain.sampling.kernels import counter_uniforms, lazy_draws_reference
 
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0, 2, size=n).astype(np.float32)
-    x[rng.integers(n)] += np.float32(peak)
-    x[rng.random(n) < 0.2] = -np.inf
-    if not np.isfinite(x).any():
-        x[-1] = 1.5
-    nb = -(-n // block)
+    c = lazy_case(n, block, peak, seed)
+    x, us, limit, rng = c.x, c.us, c.limit, c.rng
+    nb = len(c.bm)
     bm = np.empty(nb, dtype=np.float32)
     mx = block_max_reference(x, block, bm)
-    k = int(rng.integers(1, 5))
-    us = rng.random((k, int(rng.integers(1, 9)), 3))
-    limit = int(rng.integers(1, nb + 2))
+    assert np.array_equal(bm, c.bm) and mx == c.mx
+    k = len(us)
     want = lazy_draws_reference(x, bm, mx, mx - head, block, us, limit)
     scanned = sum(1 for b in bm if b >= mx - head) <= limit
     head_mass = math.fsum(math.exp(float(v) - mx) for v in x if v >= mx - head)

@@ -42,6 +42,7 @@ from constrain.sampling.toy import (
     total_variation,
     weighted_distribution,
 )
+from tests.lazy_cases import lazy_case
 
 TOKENS = [b"a", b"b", b"c", b"d", b"ab", b"cd", b"abc", b"x", None]
 EOS = 8
@@ -646,20 +647,9 @@ def test_lazy_draw_kernel_matches_reference(n, block, peak, head, seed):
     """The numba batched lazy-draw kernel returns exactly what the pure-Python reference returns."""
     from constrain.sampling.kernels import lazy_draws, lazy_draws_reference
 
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0, 2, size=n).astype(np.float32)
-    x[rng.integers(n)] += np.float32(peak)
-    x[rng.random(n) < 0.2] = -np.inf
-    if not np.isfinite(x).any():
-        x[-1] = 1.5
-    nb = -(-n // block)
-    bm = np.array([x[b * block : (b + 1) * block].max() for b in range(nb)], dtype=np.float32)
-    mx = float(bm.max())
-    k = int(rng.integers(1, 5))
-    tries = int(rng.integers(1, 9))
-    us = rng.random((k, tries, 3))
-    out = np.full(k, -7, dtype=np.int64)
-    limit = int(rng.integers(1, nb + 2))
+    c = lazy_case(n, block, peak, seed)
+    x, bm, mx, us, limit = c.x, c.bm, c.mx, c.us, c.limit
+    out = np.full(len(us), -7, dtype=np.int64)
     hm = np.full(1, np.nan)
     got = lazy_draws(x, bm, mx, mx - head, block, us, out, limit, hm)
     assert out[:got].tolist() == lazy_draws_reference(x, bm, mx, mx - head, block, us, limit)
