@@ -388,7 +388,15 @@ class Compiler:
                 self._strings = string_logic.StringLogic(self, 8 * self.MAX_STRING_STATES)
             value = self._strings.build(schema, res)
             if value is not None:
-                self.b.set_rule(name, [] if value.is_empty() else [(self.dfa_term(sx.json_string_dfa(value), "str"),)])
+                if value.is_empty():
+                    self.b.set_rule(name, [])
+                    return name
+                # equal subschemas give the same automaton object: one transduction, one terminal
+                terms = self.__dict__.setdefault("_string_logic_terms", {})
+                sym = terms.get(id(value))
+                if sym is None:
+                    sym = terms[id(value)] = self.dfa_term(sx.json_string_dfa(value), "str")
+                self.b.set_rule(name, [(sym,)])
                 return name
         parts = self.flatten(schema, res, ptr)
         if parts is None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from constrain.automata.bytedfa import ByteDFA
 from constrain.automata.regex import regex_to_dfa
-from constrain.errors import ConstrainError, ConstraintTooLarge, RegexError
+from constrain.errors import ConstrainError
 from constrain.schema import strings as sx
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ _HANDLED = frozenset(
 # general path (null allowed), which a string-only automaton cannot say
 _REFUSED = frozenset({"$dynamicRef", "$recursiveRef", "nullable"})
 MAX_NODES = 400  # schema nodes visited: beyond this the general path (and its bounds) decide
+MAX_OPS = 200  # automaton products per build: the algebra must stay cheaper than distributing
 
 
 class _Unsupported(Exception):
@@ -46,7 +47,11 @@ class _Unsupported(Exception):
 
 
 def is_candidate(schema: Any) -> bool:
-    """A string-typed schema object with a boolean applicator at its top."""
+    """A string-typed schema object with a boolean applicator at its top.  :meth:`StringLogic.build`
+    then also wants a ``not``, ``oneOf`` or ``if`` below it (through ``$ref`` too): negations are
+    what make distribution explode (the negation of an ``anyOf`` of ``allOf`` s multiplies out)
+    and what it may only approximate (``oneOf`` as ``anyOf`` when the branches are not provably
+    disjoint), while plain unions and intersections distribute cheaply and exactly."""
     if not isinstance(schema, dict):
         return False
     t = schema.get("type")
@@ -62,18 +67,21 @@ class StringLogic:
         self.c = compiler
         self.max_states = max_states
         self._any: ByteDFA | None = None
-        self._memo: dict[tuple, ByteDFA] = {}
+        self._memo: dict[tuple, ByteDFA | None] = {}  # None: that subtree was unsupported
         self._nodes = 0
+        self._ops = 0
 
     def build(self, schema: Any, res: Any) -> ByteDFA | None:
         """The exact value automaton of ``schema`` restricted to strings, or None (unsupported,
         or larger than ``max_states``: the caller's general path decides)."""
         self._nodes = 0
+        self._ops = 0
         try:
+            if not self._needs_algebra(schema, res, frozenset()):
+                return None
+            self._nodes = 0
             d = self._lang(schema, res, frozenset())
-        except (_Unsupported, ConstraintTooLarge, RegexError):
-            return None
-        except ConstrainError:
+        except (_Unsupported, ConstrainError):
             return None
         return d if d.n_states <= self.max_states else None
 
@@ -84,6 +92,9 @@ class StringLogic:
         return self._any
 
     def _fit(self, d: ByteDFA) -> ByteDFA:
+        self._ops += 1
+        if self._ops > MAX_OPS:
+            raise _Unsupported
         d = d.minimize()
         if d.n_states > self.max_states:
             raise _Unsupported
@@ -98,6 +109,31 @@ class StringLogic:
     def _not(self, a: ByteDFA) -> ByteDFA:
         return self._fit(sx.difference(self.any_string(), a, max_states=2 * self.max_states))
 
+    def _needs_algebra(self, schema: Any, res: Any, seen: frozenset) -> bool:
+        """Whether a ``not``, ``oneOf`` or ``if`` is reachable through the applicators (and
+        ``$ref``)."""
+        if not isinstance(schema, dict):
+            return False
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Unsupported
+        if "not" in schema or "oneOf" in schema or "if" in schema:
+            return True
+        c = self.c
+        res = c.enter(schema, res)
+        if "$ref" in schema:
+            try:
+                r = res.lookup(schema["$ref"])
+            except Exception:  # noqa: BLE001 - unresolvable: the general path reports it
+                raise _Unsupported from None
+            rkey = (id(r.contents), c.base_of(r.resolver))
+            if rkey not in seen and self._needs_algebra(r.contents, r.resolver, seen | {rkey}):
+                return True
+        subs = [schema.get(k) for k in ("if", "then", "else") if k in schema]
+        for k in ("allOf", "anyOf", "oneOf"):
+            subs.extend(schema.get(k) or [])
+        return any(self._needs_algebra(x, res, seen) for x in subs)
+
     # ---- schemas ------------------------------------------------------------------------------
     def _lang(self, schema: Any, res: Any, seen: frozenset) -> ByteDFA:
         if schema is True:
@@ -111,10 +147,24 @@ class StringLogic:
             raise _Unsupported
         c = self.c
         res = c.enter(schema, res)
-        key = (id(schema), c.base_of(res))
-        hit = self._memo.get(key)
-        if hit is not None:
+        # by canonical text, not identity: big schemas repeat the same subschema as separate
+        # objects (equal text under one base URI is the same language)
+        key = (c._canon(schema), c.base_of(res))
+        if key in self._memo:
+            hit = self._memo[key]
+            if hit is None:
+                raise _Unsupported
             return hit
+        try:
+            out = self._node(schema, res, seen, key)
+        except (_Unsupported, ConstrainError):  # (ConstraintTooLarge, RegexError included)
+            self._memo[key] = None  # a subtree seen again in another build fails at once
+            raise _Unsupported from None
+        self._memo[key] = out
+        return out
+
+    def _node(self, schema: dict, res: Any, seen: frozenset, key: tuple) -> ByteDFA:
+        c = self.c
         keys = {k for k in schema if not c.is_later_keyword(k)}
         if keys & _REFUSED or any(k.startswith("__") for k in keys):
             raise _Unsupported
@@ -129,7 +179,6 @@ class StringLogic:
                 raise _Unsupported  # a cycle through $ref: the general path handles it
             out = self._lang(target, tres, seen | {rkey})
             if c.draft in ("4", "6", "7"):  # siblings of $ref are ignored before 2019-09
-                self._memo[key] = out
                 return out
         else:
             out = self.any_string()
@@ -142,14 +191,13 @@ class StringLogic:
                 u = self._or(u, self._lang(sub, res, seen))
             out = self._and(out, u)
         if "oneOf" in keys:
-            langs = [self._lang(sub, res, seen) for sub in schema["oneOf"]]
-            one = ByteDFA.empty()
-            for i, li in enumerate(langs):
-                others = ByteDFA.empty()
-                for j, lj in enumerate(langs):
-                    if j != i:
-                        others = self._or(others, lj)
-                one = self._or(one, self._and(li, self._not(others)))
+            # exactly one, in one pass: after each branch L, one' = (one - L) | (L - some),
+            # some' = some | L  (linear in the branches, not quadratic)
+            one = some = ByteDFA.empty()
+            for sub in schema["oneOf"]:
+                lang = self._lang(sub, res, seen)
+                one = self._or(self._and(one, self._not(lang)), self._and(lang, self._not(some)))
+                some = self._or(some, lang)
             out = self._and(out, one)
         if "not" in keys:
             out = self._and(out, self._not(self._lang(schema["not"], res, seen)))
@@ -158,7 +206,6 @@ class StringLogic:
             then = self._lang(schema["then"], res, seen) if "then" in keys else self.any_string()
             other = self._lang(schema["else"], res, seen) if "else" in keys else self.any_string()
             out = self._and(out, self._or(self._and(cond, then), self._and(self._not(cond), other)))
-        self._memo[key] = out
         return out
 
     def _leaf(self, schema: dict, keys: set) -> ByteDFA:
