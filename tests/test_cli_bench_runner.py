@@ -120,12 +120,30 @@ def test_constrain_adapter_reports_missing_layer_as_compile_error(monkeypatch: p
     a = ConstrainAdapter.__new__(ConstrainAdapter)  # no tokenizer needed for this path
     a.__dict__["vocab"] = toy_vocab()
 
-    def missing(schema: Any) -> Any:
+    def missing(schema: Any, **options: Any) -> Any:
         raise ModuleNotFoundError("No module named 'constrain.schema.compiler'")
 
     monkeypatch.setattr(constrain, "json_schema", missing, raising=False)
     with pytest.raises(CompileError, match="layer missing: ModuleNotFoundError"):
         a.compile({"type": "integer"})
+
+
+def test_strict_adapter_declines_what_it_would_approximate() -> None:
+    """constrain-strict: declared coverage -- a schema compiled loosely by 'constrain' (uniqueItems
+    over free strings) is a compile error naming the keyword, an exact one compiles."""
+    from constrain.cli.jsb.engines import ConstrainAdapter, ConstrainStrictAdapter, parse_engines
+
+    loose = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
+    for cls in (ConstrainAdapter, ConstrainStrictAdapter):
+        a = cls.__new__(cls)
+        a.__dict__["vocab"] = toy_vocab()
+        a.compile({"type": "integer"})
+        if cls is ConstrainStrictAdapter:
+            with pytest.raises(CompileError, match="uniqueItems"):
+                a.compile(loose)
+        else:
+            a.compile(loose)
+    assert parse_engines("constrain,constrain-strict") == ["constrain", "constrain-strict"]
 
 
 def test_parse_engines() -> None:
