@@ -41,7 +41,6 @@ static float span_max_scalar(const float *x, Py_ssize_t n, int *nan) {
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
-#include <stdint.h>
 
 /* numpy aligns buffers to 16 bytes only, and vector loads that straddle cache lines cost
  * ~2x; a scalar head and tail per block (up to a vector's width each) cost as much again.
@@ -50,101 +49,48 @@ static float span_max_scalar(const float *x, Py_ssize_t n, int *nan) {
  * not mind (and the NaN-detecting sum only needs to see every element at least once). */
 #define ALIGN_UP(p, a) ((const float *)(((uintptr_t)(p) + (a) - 1) & ~(uintptr_t)((a) - 1)))
 
-__attribute__((target("avx512f"))) static float span_max_avx512(const float *x, Py_ssize_t n, int *nan) {
-    if (n < 16) return span_max_scalar(x, n, nan);
-    const float *end = x + n;
-    __m512 first = _mm512_loadu_ps(x), last = _mm512_loadu_ps(end - 16);
-    __m512 m0 = _mm512_max_ps(first, last), m1 = m0, m2 = m0, m3 = m0;
-    __m512 s0 = _mm512_add_ps(first, last), s1 = _mm512_setzero_ps();
-    const float *p = ALIGN_UP(x, 64);
-    for (; p + 64 <= end; p += 64) {
-        __m512 v0 = _mm512_load_ps(p), v1 = _mm512_load_ps(p + 16);
-        __m512 v2 = _mm512_load_ps(p + 32), v3 = _mm512_load_ps(p + 48);
-        m0 = _mm512_max_ps(v0, m0);
-        m1 = _mm512_max_ps(v1, m1);
-        m2 = _mm512_max_ps(v2, m2);
-        m3 = _mm512_max_ps(v3, m3);
-        s0 = _mm512_add_ps(s0, _mm512_add_ps(v0, v1));
-        s1 = _mm512_add_ps(s1, _mm512_add_ps(v2, v3));
+/* One span_max per instruction set, from one body: W floats per vector of type V, four
+ * independent max/sum chains (the max's latency, not its throughput, bounds one chain). */
+#define DEFINE_SPAN_MAX(NAME, ATTR, V, W, LOADU, LOAD, MAX, ADD, ZERO, STOREU)                 \
+    ATTR static float NAME(const float *x, Py_ssize_t n, int *nan) {                          \
+        if (n < W) return span_max_scalar(x, n, nan);                                          \
+        const float *end = x + n;                                                              \
+        V first = LOADU(x), last = LOADU(end - W);                                             \
+        V m0 = MAX(first, last), m1 = m0, m2 = m0, m3 = m0;                                    \
+        V s0 = ADD(first, last), s1 = ZERO();                                                  \
+        const float *p = ALIGN_UP(x, W * sizeof(float));                                       \
+        for (; p + 4 * W <= end; p += 4 * W) {                                                 \
+            V v0 = LOAD(p), v1 = LOAD(p + W), v2 = LOAD(p + 2 * W), v3 = LOAD(p + 3 * W);     \
+            m0 = MAX(v0, m0);                                                                  \
+            m1 = MAX(v1, m1);                                                                  \
+            m2 = MAX(v2, m2);                                                                  \
+            m3 = MAX(v3, m3);                                                                  \
+            s0 = ADD(s0, ADD(v0, v1));                                                         \
+            s1 = ADD(s1, ADD(v2, v3));                                                         \
+        }                                                                                      \
+        for (; p + W <= end; p += W) {                                                         \
+            V v = LOAD(p);                                                                     \
+            m0 = MAX(v, m0);                                                                   \
+            s0 = ADD(s0, v);                                                                   \
+        }                                                                                      \
+        float lanes[W], sums[W];                                                               \
+        STOREU(lanes, MAX(MAX(m0, m1), MAX(m2, m3)));                                          \
+        STOREU(sums, ADD(s0, s1));                                                             \
+        float r = lanes[0], sum = sums[0];                                                     \
+        for (int j = 1; j < W; j++) {                                                          \
+            r = lanes[j] > r ? lanes[j] : r;                                                   \
+            sum += sums[j];                                                                    \
+        }                                                                                      \
+        if (sum != sum) span_max_scalar(x, n, nan);                                            \
+        return r;                                                                              \
     }
-    for (; p + 16 <= end; p += 16) {
-        __m512 v = _mm512_load_ps(p);
-        m0 = _mm512_max_ps(v, m0);
-        s0 = _mm512_add_ps(s0, v);
-    }
-    float r = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
-    float sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-    if (sum != sum) span_max_scalar(x, n, nan);
-    return r;
-}
 
-static inline float hmax8(const float *lanes) {
-    float r = lanes[0];
-    for (int j = 1; j < 8; j++) r = lanes[j] > r ? lanes[j] : r;
-    return r;
-}
-
-__attribute__((target("avx2"))) static float span_max_avx2(const float *x, Py_ssize_t n, int *nan) {
-    if (n < 8) return span_max_scalar(x, n, nan);
-    const float *end = x + n;
-    __m256 first = _mm256_loadu_ps(x), last = _mm256_loadu_ps(end - 8);
-    __m256 m0 = _mm256_max_ps(first, last), m1 = m0, m2 = m0, m3 = m0;
-    __m256 s0 = _mm256_add_ps(first, last), s1 = _mm256_setzero_ps();
-    const float *p = ALIGN_UP(x, 32);
-    for (; p + 32 <= end; p += 32) {
-        __m256 v0 = _mm256_load_ps(p), v1 = _mm256_load_ps(p + 8);
-        __m256 v2 = _mm256_load_ps(p + 16), v3 = _mm256_load_ps(p + 24);
-        m0 = _mm256_max_ps(v0, m0);
-        m1 = _mm256_max_ps(v1, m1);
-        m2 = _mm256_max_ps(v2, m2);
-        m3 = _mm256_max_ps(v3, m3);
-        s0 = _mm256_add_ps(s0, _mm256_add_ps(v0, v1));
-        s1 = _mm256_add_ps(s1, _mm256_add_ps(v2, v3));
-    }
-    for (; p + 8 <= end; p += 8) {
-        __m256 v = _mm256_load_ps(p);
-        m0 = _mm256_max_ps(v, m0);
-        s0 = _mm256_add_ps(s0, v);
-    }
-    float lanes[8], sums[8];
-    _mm256_storeu_ps(lanes, _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
-    _mm256_storeu_ps(sums, _mm256_add_ps(s0, s1));
-    float sum = 0;
-    for (int j = 0; j < 8; j++) sum += sums[j];
-    if (sum != sum) span_max_scalar(x, n, nan);
-    return hmax8(lanes);
-}
-
-static float span_max_sse2(const float *x, Py_ssize_t n, int *nan) {
-    if (n < 4) return span_max_scalar(x, n, nan);
-    const float *end = x + n;
-    __m128 first = _mm_loadu_ps(x), last = _mm_loadu_ps(end - 4);
-    __m128 m0 = _mm_max_ps(first, last), m1 = m0, m2 = m0, m3 = m0;
-    __m128 s = _mm_add_ps(first, last);
-    const float *p = ALIGN_UP(x, 16);
-    for (; p + 16 <= end; p += 16) {
-        __m128 v0 = _mm_load_ps(p), v1 = _mm_load_ps(p + 4);
-        __m128 v2 = _mm_load_ps(p + 8), v3 = _mm_load_ps(p + 12);
-        m0 = _mm_max_ps(v0, m0);
-        m1 = _mm_max_ps(v1, m1);
-        m2 = _mm_max_ps(v2, m2);
-        m3 = _mm_max_ps(v3, m3);
-        s = _mm_add_ps(s, _mm_add_ps(_mm_add_ps(v0, v1), _mm_add_ps(v2, v3)));
-    }
-    for (; p + 4 <= end; p += 4) {
-        __m128 v = _mm_load_ps(p);
-        m0 = _mm_max_ps(v, m0);
-        s = _mm_add_ps(s, v);
-    }
-    float lanes[4], sums[4];
-    _mm_storeu_ps(lanes, _mm_max_ps(_mm_max_ps(m0, m1), _mm_max_ps(m2, m3)));
-    _mm_storeu_ps(sums, s);
-    float sum = sums[0] + sums[1] + sums[2] + sums[3];
-    if (sum != sum) span_max_scalar(x, n, nan);
-    float r = lanes[0];
-    for (int j = 1; j < 4; j++) r = lanes[j] > r ? lanes[j] : r;
-    return r;
-}
+DEFINE_SPAN_MAX(span_max_avx512, __attribute__((target("avx512f"))), __m512, 16, _mm512_loadu_ps, _mm512_load_ps,
+                _mm512_max_ps, _mm512_add_ps, _mm512_setzero_ps, _mm512_storeu_ps)
+DEFINE_SPAN_MAX(span_max_avx2, __attribute__((target("avx2"))), __m256, 8, _mm256_loadu_ps, _mm256_load_ps,
+                _mm256_max_ps, _mm256_add_ps, _mm256_setzero_ps, _mm256_storeu_ps)
+DEFINE_SPAN_MAX(span_max_sse2, , __m128, 4, _mm_loadu_ps, _mm_load_ps, _mm_max_ps, _mm_add_ps, _mm_setzero_ps,
+                _mm_storeu_ps)
 
 typedef float (*span_fn)(const float *, Py_ssize_t, int *);
 
