@@ -9,25 +9,17 @@ stays the regex-to-DFA construction.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 
 import numpy as np
 
+# the C fill_mask (native/maskwriter.c); optional, so a compiler-less install still works
+from constrain._compiled import native as _native
 from constrain.automata.bytedfa import ByteDFA
 from constrain.engine import kernels
 from constrain.engine.matcher import CompiledConstraint, HistoryMatcher, bitmask_words
 from constrain.errors import EmptyLanguageError
 from constrain.vocab import Vocabulary
-
-# the C fill_mask (native/maskwriter.c); optional, so a compiler-less install still works.
-# CONSTRAIN_NO_NATIVE=1 turns it off (the pure-Python path; tests run both)
-try:
-    from constrain import _native
-except ImportError:  # pragma: no cover - exercised only where the extension was not built
-    _native = None
-if os.environ.get("CONSTRAIN_NO_NATIVE", "") not in ("", "0"):
-    _native = None
 
 
 class CompiledDFA(CompiledConstraint):

@@ -8,23 +8,16 @@ cumulative sum for inverse-CDF draws; nothing sorts the whole vocabulary.
 from __future__ import annotations
 
 import math
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+# the block maxima and lazy draws in C (native/propose.c); numpy's per-row reduce and the
+# numba kernel are the references and the fallback
+from constrain._compiled import native as _native
 from constrain.errors import InvalidTokenError
 from constrain.sampling.budget import _dfa_parts, _max_distance, budget_mask, fits
 from constrain.sampling.kernels import counter_uniforms, lazy_draws
-
-# the block maxima in C (native/propose.c); numpy's per-row reduce is the reference and the
-# fallback (no compiler at install time, or CONSTRAIN_NO_NATIVE=1)
-try:
-    from constrain import _native
-except ImportError:  # pragma: no cover - exercised only where the extension was not built
-    _native = None
-if os.environ.get("CONSTRAIN_NO_NATIVE", "") not in ("", "0"):
-    _native = None
 
 if TYPE_CHECKING:
     from constrain.engine.matcher import Matcher
