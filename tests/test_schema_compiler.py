@@ -447,5 +447,6 @@ def test_grammar_size_is_bounded_with_a_typed_error():
     with pytest.raises(GrammarTooLarge, match="schema grammar too large at") as e:
         json_schema(schema, max_grammar_rules=20)
     assert e.value.limit == "max_grammar_rules" and isinstance(e.value, constrain.ConstrainError)
-    with pytest.raises(GrammarTooLarge, match="automaton states"):
+    with pytest.raises(GrammarTooLarge, match="automaton states") as e:
         json_schema(schema, max_grammar_states=50)
+    assert e.value.limit == "max_grammar_states"  # names the bound that was hit

@@ -224,6 +224,7 @@ class Compiler:
         self.max_rules = max_grammar_rules
         self.max_dfa_states = max_grammar_states
         self._strings: string_logic.StringLogic | None = None
+        self._string_logic_terms: dict[int, str] = {}  # id(value automaton) -> its terminal
         self.depth = 0
 
         def _retrieve(uri: str):
@@ -392,10 +393,9 @@ class Compiler:
                     self.b.set_rule(name, [])
                     return name
                 # equal subschemas give the same automaton object: one transduction, one terminal
-                terms = self.__dict__.setdefault("_string_logic_terms", {})
-                sym = terms.get(id(value))
+                sym = self._string_logic_terms.get(id(value))
                 if sym is None:
-                    sym = terms[id(value)] = self.dfa_term(sx.json_string_dfa(value), "str")
+                    sym = self._string_logic_terms[id(value)] = self.dfa_term(sx.json_string_dfa(value), "str")
                 self.b.set_rule(name, [(sym,)])
                 return name
         parts = self.flatten(schema, res, ptr)
@@ -456,11 +456,12 @@ class Compiler:
         minute (minecraft-predicate: 226k rules, 1.07M automaton states, 22 s).
         """
         b = self.b
-        if len(b.rules) > self.max_rules or b.dfa_states > self.max_dfa_states:
+        over_rules = len(b.rules) > self.max_rules
+        if over_rules or b.dfa_states > self.max_dfa_states:
             raise GrammarTooLarge(
                 f"schema grammar too large at {ptr or '#'}: {len(b.rules)} rules, {b.dfa_states} automaton states "
                 f"(limits {self.max_rules} / {self.max_dfa_states}; raise max_grammar_rules / max_grammar_states)",
-                "max_grammar_rules",
+                "max_grammar_rules" if over_rules else "max_grammar_states",
             )
 
     def gen_parts(self, parts: list[Part], ptr: str, budget: list[int] | None = None, dist: bool = False) -> str:

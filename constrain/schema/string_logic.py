@@ -66,7 +66,6 @@ class StringLogic:
     def __init__(self, compiler: Compiler, max_states: int) -> None:
         self.c = compiler
         self.max_states = max_states
-        self._any: ByteDFA | None = None
         self._memo: dict[tuple, ByteDFA | None] = {}  # None: that subtree was unsupported
         self._nodes = 0
         self._ops = 0
@@ -87,9 +86,7 @@ class StringLogic:
 
     # ---- algebra ------------------------------------------------------------------------------
     def any_string(self) -> ByteDFA:
-        if self._any is None:
-            self._any = regex_to_dfa(r"[\s\S]*")
-        return self._any
+        return regex_to_dfa(r"[\s\S]*")  # (regex_to_dfa caches it)
 
     def _fit(self, d: ByteDFA) -> ByteDFA:
         self._ops += 1
