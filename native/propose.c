@@ -183,6 +183,19 @@ static PyObject *simd_paths(PyObject *self, PyObject *noargs) {
     return out;
 }
 
+/* out[b] = max of block b of x[0:n]; returns the overall max (NaNs reported through *nan) */
+static float blocks_max(span_fn span_max, const float *x, Py_ssize_t n, Py_ssize_t block, float *out, int *nan) {
+    float g = -INFINITY;
+    Py_ssize_t nb = (n + block - 1) / block;
+    for (Py_ssize_t b = 0; b < nb; b++) {
+        Py_ssize_t lo = b * block, len = n - lo < block ? n - lo : block;
+        float v = span_max(x + lo, len, nan);
+        out[b] = v;
+        g = v > g ? v : g;
+    }
+    return g;
+}
+
 static PyObject *block_max(PyObject *self, PyObject *args) {
     PyObject *xo, *outo;
     Py_ssize_t block;
@@ -223,14 +236,9 @@ static PyObject *block_max(PyObject *self, PyObject *args) {
     }
     const float *x = (const float *)xb.buf;
     float *out = (float *)ob.buf;
-    float g = -INFINITY;
+    float g;
     int nan = 0;
-    Py_BEGIN_ALLOW_THREADS for (Py_ssize_t b = 0; b < nb; b++) {
-        Py_ssize_t lo = b * block, len = n - lo < block ? n - lo : block;
-        float v = span_max(x + lo, len, &nan);
-        out[b] = v;
-        g = v > g ? v : g;
-    }
+    Py_BEGIN_ALLOW_THREADS g = blocks_max(span_max, x, n, block, out, &nan);
     Py_END_ALLOW_THREADS res = PyFloat_FromDouble(nan ? (double)NAN : (double)g);
 done:
     PyBuffer_Release(&xb);
@@ -463,6 +471,23 @@ static int get_uniforms(Buffers *bs, PyObject *uso, Py_buffer *out, Uniforms *u,
     return 0;
 }
 
+/* the buffers and checks lazy_draws and lazy_propose share: x (float32), bm (float32, one
+ * per block; writable for lazy_propose), out (int64), the uniforms; n logits, nb blocks */
+static int draw_args(Buffers *bs, PyObject *xo, PyObject *bmo, int bm_writable, PyObject *outo, PyObject *uso,
+                     Py_ssize_t block, Uniforms *u, Py_ssize_t *k, Py_ssize_t *tries, Py_ssize_t *n, Py_ssize_t *nb) {
+    if (take(bs, xo, "f", 0, "x") < 0 || take(bs, bmo, "f", bm_writable, "bm") < 0 || take(bs, outo, "q", 1, "out") < 0)
+        return -1;
+    if (get_uniforms(bs, uso, &bs->b[2], u, k, tries) < 0) return -1;
+    *n = bs->b[0].len / 4;
+    *nb = bs->b[1].len / 4;
+    if (block < 1 || *nb != (*n + block - 1) / block) {
+        PyErr_Format(PyExc_ValueError, "bm has %zd blocks; %zd logits in blocks of %zd need %zd", *nb, *n, block,
+                     block < 1 ? 0 : (*n + block - 1) / block);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *lazy_draws_c(PyObject *self, PyObject *args) {
     PyObject *xo, *bmo, *uso, *outo;
     double mx, thr;
@@ -470,17 +495,9 @@ static PyObject *lazy_draws_c(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOddnOOn", &xo, &bmo, &mx, &thr, &block, &uso, &outo, &limit)) return NULL;
     Buffers bs = {.n = 0};
     PyObject *res = NULL;
-    if (take(&bs, xo, "f", 0, "x") < 0 || take(&bs, bmo, "f", 0, "bm") < 0 || take(&bs, outo, "q", 1, "out") < 0)
-        goto done;
-    Py_ssize_t k, tries;
+    Py_ssize_t k, tries, n, nb;
     Uniforms u;
-    if (get_uniforms(&bs, uso, &bs.b[2], &u, &k, &tries) < 0) goto done;
-    Py_ssize_t n = bs.b[0].len / 4, nb = bs.b[1].len / 4;
-    if (block < 1 || nb != (n + block - 1) / block) {
-        PyErr_Format(PyExc_ValueError, "bm has %zd blocks; %zd logits in blocks of %zd need %zd", nb, n, block,
-                     block < 1 ? 0 : (n + block - 1) / block);
-        goto done;
-    }
+    if (draw_args(&bs, xo, bmo, 0, outo, uso, block, &u, &k, &tries, &n, &nb) < 0) goto done;
     double hm;
     int nomem = 0;
     Py_ssize_t got = draws_core((const float *)bs.b[0].buf, n, (const float *)bs.b[1].buf, nb, mx, thr, block, &u, k,
@@ -502,28 +519,14 @@ static PyObject *lazy_propose(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OndOOOn", &xo, &block, &head, &uso, &bmo, &outo, &limit)) return NULL;
     Buffers bs = {.n = 0};
     PyObject *res = NULL;
-    if (take(&bs, xo, "f", 0, "x") < 0 || take(&bs, bmo, "f", 1, "bm") < 0 || take(&bs, outo, "q", 1, "out") < 0)
-        goto done;
-    Py_ssize_t k, tries;
+    Py_ssize_t k, tries, n, nb;
     Uniforms u;
-    if (get_uniforms(&bs, uso, &bs.b[2], &u, &k, &tries) < 0) goto done;
-    Py_ssize_t n = bs.b[0].len / 4, nb = bs.b[1].len / 4;
-    if (block < 1 || nb != (n + block - 1) / block) {
-        PyErr_Format(PyExc_ValueError, "bm has %zd blocks; %zd logits in blocks of %zd need %zd", nb, n, block,
-                     block < 1 ? 0 : (n + block - 1) / block);
-        goto done;
-    }
+    if (draw_args(&bs, xo, bmo, 1, outo, uso, block, &u, &k, &tries, &n, &nb) < 0) goto done;
     const float *x = (const float *)bs.b[0].buf;
     float *bm = (float *)bs.b[1].buf;
     if (!span_max_fn) span_max_fn = pick_span_max();
-    float g = -INFINITY;
     int nan = 0;
-    for (Py_ssize_t b = 0; b < nb; b++) {
-        Py_ssize_t lo = b * block, len = n - lo < block ? n - lo : block;
-        float v = span_max_fn(x + lo, len, &nan);
-        bm[b] = v;
-        g = v > g ? v : g;
-    }
+    float g = blocks_max(span_max_fn, x, n, block, bm, &nan);
     if (nan || g == -INFINITY) { /* the caller raises; no draws */
         res = Py_BuildValue("dnd", nan ? (double)NAN : (double)g, (Py_ssize_t)0, (double)NAN);
         goto done;
