@@ -324,3 +324,41 @@ def test_awrs_decoding_is_identical_with_and_without_the_extension(monkeypatch, 
     with_c = decode()
     monkeypatch.setattr(core, "_native", None)
     assert decode() == with_c
+
+
+@pytest.mark.parametrize("method", ["awrs", "smc"])
+def test_dfa_fast_step_is_identical_to_the_checker_path(monkeypatch, method):
+    """The decoding loop accepts an agreeing step of a DFA row with two bit tests on the state's
+    cached mask (plus the budget's distance lookups); with that path disabled every step goes
+    through the Checker and awrs_sample.  Same seed, same tokens, weights and checks -- with a
+    budget that binds (the regex needs 7 more bytes after its ``d``) so both rules are
+    exercised, and with a counter proving the fast path was taken."""
+    import constrain
+    from constrain.engine.dfa_matcher import DFAMatcher
+    from constrain.sampling import run
+    from constrain.sampling.toy import NGramLM, ToyDecoder
+
+    toks = [bytes([97 + i % 4]) * (1 + i % 3) for i in range(600)] + [None]
+    vocab = Vocabulary.from_token_bytes(toks, eos_token_ids=(600,))
+    compiled = constrain.compile(constrain.regex(r"(ab|cd|a+)*d[ab]{6}"), vocab)
+    lm = NGramLM.random(len(vocab), np.random.default_rng(5), alpha=0.3)
+    original = DFAMatcher.cached_allowed_words
+    hits = []
+
+    def counted(self):
+        got = original(self)
+        hits.append(got is not None)
+        return got
+
+    def decode():
+        out = []
+        for s in range(8):
+            r = run(ToyDecoder(lm), compiled, method=method, n=3, max_new_tokens=14, seed=s)
+            out.append((r.tokens, r.log_weights.tolist(), r.stats.tokens, r.stats.rejections))
+        return out
+
+    monkeypatch.setattr(DFAMatcher, "cached_allowed_words", counted)
+    fast = decode()
+    assert sum(hits) > 50  # the bit-test path really ran
+    monkeypatch.setattr(DFAMatcher, "cached_allowed_words", lambda self: None)
+    assert decode() == fast

@@ -71,12 +71,19 @@ class ByteDFA:
 
     def run(self, state: int, data: bytes) -> int:
         """State after ``data`` from ``state`` (-1 once dead)."""
-        table = self.table
+        # through a flat memoryview: a Python int per lookup, ~4x cheaper than numpy's 2-D
+        # scalar indexing (the samplers advance by every token they keep)
+        flat = self._flat
         for b in data:
             if state < 0:
                 return -1
-            state = int(table[state, b])
+            state = flat[(state << 8) | b]
         return state
+
+    @cached_property
+    def _flat(self) -> memoryview:
+        # (the table is never written after construction: every operation builds a new DFA)
+        return memoryview(self.table.reshape(-1))
 
     def accepts(self, data: bytes | str) -> bool:
         if isinstance(data, str):

@@ -240,6 +240,14 @@ class DFAMatcher(HistoryMatcher):
         data = self.vocab.token_bytes(token_id)
         return bool(data) and c.dfa.run(self.pos, data) >= 0
 
+    def cached_allowed_words(self) -> np.ndarray | None:
+        """The current state's mask as uint32 words (EOS included when accepting) if it is
+        already cached, else None -- never computes one.  Lets a sampler test a drawn token
+        with one bit test, without paying a first-visit mask walk it is trying to avoid."""
+        if self.terminated:
+            return None
+        return self.compiled._cache.get(self.pos)
+
     def advance(self, token_id: int) -> None:
         self._check_range(token_id)
         if self.terminated:

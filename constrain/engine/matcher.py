@@ -150,8 +150,9 @@ class Matcher(ABC):
         """Implementation of :meth:`accepts_text` on raw bytes."""
 
     def _check_range(self, token_id: int) -> None:
-        if not 0 <= token_id < len(self.vocab):
-            raise TokenOutOfRange(token_id, len(self.vocab))
+        n = self.compiled.vocab.size
+        if not 0 <= token_id < n:
+            raise TokenOutOfRange(token_id, n)
 
     def _raise_invalid(self, token_id: int) -> None:
         raise InvalidTokenError(token_id)

@@ -74,7 +74,8 @@ class Proposal:
     # envelope block: numpy's row max over 4096-float rows is ~2x faster than over 1024 (fewer
     # rows, same SIMD inner loop); the head scan of one block in the kernel stays ~1 us
     EBLOCK = 4096
-    LAZY_BATCH = 2  # envelope draws per kernel call: AWRS's two traces take one draw each
+    LAZY_BATCH = 4  # envelope draws per kernel call: AWRS's two traces take one draw each, and a
+    # step with a rejection usually finds its next draws queued (a draw costs a few ns in C)
 
     def __init__(
         self,
@@ -85,21 +86,14 @@ class Proposal:
         lazy: bool = True,
         rng: np.random.Generator | None = None,
     ) -> None:
-        x = np.asarray(logits, dtype=np.float32).reshape(-1)
-        if temperature <= 0:
-            raise ValueError("temperature must be > 0 for sampling (use greedy=True for argmax)")
-        if temperature != 1.0:
-            x = x * np.float32(1.0 / temperature)
-        if top_k is not None and 0 < top_k < len(x):
-            kth = np.partition(x, len(x) - top_k)[len(x) - top_k]
-            x = np.where(x >= kth, x, np.float32(-np.inf))
-        self.logits = x
+        x = prepare_logits(logits, temperature, top_k)
         # per-block maxima: the lazy sampler's envelope and the global maximum in one pass
         # (masking materialises the weights at once and needs only the global maximum)
         lazy = lazy and not (top_p is not None and 0 < top_p < 1)
-        self._ready: list[int] = []
-        self._head_mass = math.nan  # once a lazy draw has scanned the head
-        self._dry = False  # the first lazy fill, made here, drew nothing
+        ready: list[int] = []
+        head_mass = math.nan  # once a lazy draw has scanned the head
+        dry = False  # the first lazy fill, made here, drew nothing
+        bm = None
         if lazy:
             B = self.EBLOCK
             bm = np.empty(-(-len(x) // B), dtype=np.float32)
@@ -108,18 +102,34 @@ class Proposal:
                     # block maxima and the first lazy fill in one C call, consuming the same
                     # uniforms the first draw's fill would: the same draws either way
                     out = np.empty(self.LAZY_BATCH, dtype=np.int64)
-                    us = (rng.bit_generator.random_raw(), self.LAZY_TRIES)  # see counter_uniforms
-                    mx, got, self._head_mass = _native.lazy_propose(x, B, self.HEAD, us, bm, out, self._limit(len(bm)))
-                    self._ready = out[:got][::-1].tolist()
-                    self._dry = got == 0
+                    mx, got, head_mass = first_fill(x, rng, bm, out)
+                    ready = out[:got][::-1].tolist()
+                    dry = got == 0
                 else:
                     mx = _native.block_max(x, B, bm)  # one vectorised pass (native/propose.c)
             else:
                 mx = block_max_reference(x, B, bm)
-            self._bm = bm
         else:
-            self._bm = None
             mx = float(x.max())
+        self._setup(x, mx, bm, ready, head_mass, dry, top_p)
+
+    @classmethod
+    def after_first_fill(
+        cls, x: np.ndarray, mx: float, bm: np.ndarray, out: np.ndarray, got: int, head_mass: float
+    ) -> Proposal:
+        """The proposal ``Proposal(x, rng=rng)`` would have built, from a :func:`first_fill` the
+        caller already made (the decoding loop's fast path: it looks at the two draws before
+        deciding whether it needs a proposal object at all)."""
+        self = cls.__new__(cls)
+        self._setup(x, mx, bm, out[:got][::-1].tolist(), head_mass, got == 0, None)
+        return self
+
+    def _setup(self, x, mx, bm, ready, head_mass, dry, top_p) -> None:
+        self.logits = x
+        self._bm = bm
+        self._ready = ready
+        self._head_mass = head_mass
+        self._dry = dry
         if math.isnan(mx):
             raise ValueError("the model's logits contain NaN")
         if mx == -math.inf:
@@ -128,7 +138,7 @@ class Proposal:
         self._top_p = top_p if top_p is not None and 0 < top_p < 1 else None
         self._weights = None
         self._env = None
-        if not lazy:  # nucleus (and masking) need the full distribution anyway
+        if bm is None:  # nucleus (and masking) need the full distribution anyway
             self._materialize()
 
     def _materialize(self) -> None:
@@ -232,8 +242,12 @@ class Proposal:
             self._env = (head, hw, hc, bound, ec, thr)
         return self._env
 
+    @classmethod
+    def _limit_for(cls, n_blocks: int) -> int:
+        return max(1, int(n_blocks * cls.LAZY_HEAD_SHARE))
+
     def _limit(self, n_blocks: int) -> int:
-        return max(1, int(n_blocks * self.LAZY_HEAD_SHARE))
+        return self._limit_for(n_blocks)
 
     def _lazy_fill(self, rng: np.random.Generator) -> None:
         """``LAZY_BATCH`` independent envelope draws (up to ``LAZY_TRIES`` rounds each) in one
@@ -304,6 +318,34 @@ class Proposal:
         """Normalised float32 log-probabilities (``-inf`` for filtered tokens)."""
         with np.errstate(divide="ignore"):
             return np.log(self.weights) - np.float32(np.log(self.total))
+
+
+def prepare_logits(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None) -> np.ndarray:
+    """float32 logits after temperature and top-k (filtered tokens ``-inf``): what every
+    proposal and the decoding loop's fast path draw from."""
+    x = np.asarray(logits, dtype=np.float32).reshape(-1)
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 for sampling (use greedy=True for argmax)")
+    if temperature != 1.0:
+        x = x * np.float32(1.0 / temperature)
+    if top_k is not None and 0 < top_k < len(x):
+        kth = np.partition(x, len(x) - top_k)[len(x) - top_k]
+        x = np.where(x >= kth, x, np.float32(-np.inf))
+    return x
+
+
+def lazy_propose_native():
+    """The C first fill ``lazy_propose`` (block maxima and the first lazy draws in one call;
+    see :func:`first_fill`), or None when the extension is not built."""
+    return None if _native is None else _native.lazy_propose
+
+
+def first_fill(x: np.ndarray, rng: np.random.Generator, bm: np.ndarray, out: np.ndarray) -> tuple[float, int, float]:
+    """Block maxima of ``x`` into ``bm`` and the first ``LAZY_BATCH`` lazy draws into ``out``
+    in one C call: ``(max, draws made, head mass)``.  Consumes one raw draw of ``rng``, as the
+    first :meth:`Proposal.draw`'s fill would (see ``counter_uniforms``)."""
+    us = (rng.bit_generator.random_raw(), Proposal.LAZY_TRIES)
+    return _native.lazy_propose(x, Proposal.EBLOCK, Proposal.HEAD, us, bm, out, Proposal._limit_for(len(bm)))
 
 
 def block_max_reference(x: np.ndarray, block: int, out: np.ndarray) -> float:

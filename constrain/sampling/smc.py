@@ -27,9 +27,9 @@ from typing import Protocol
 import numpy as np
 
 from constrain.errors import ConstrainError
-from constrain.sampling.awrs import awrs_sample, greedy_sample
-from constrain.sampling.budget import require_budget
-from constrain.sampling.core import Checker, Proposal
+from constrain.sampling.awrs import Draw, awrs_sample, greedy_sample
+from constrain.sampling.budget import _dfa_parts, _max_distance, completion_after, require_budget
+from constrain.sampling.core import Checker, Proposal, lazy_propose_native, prepare_logits
 from constrain.sampling.lcd import batch_masks, lcd_sample
 from constrain.sampling.stats import SamplingStats
 
@@ -198,6 +198,19 @@ def run(
     lazy = step_method != "lcd"
     temp = 1.0 if greedy else temperature
 
+    # the AWRS fast path (see the loop) needs the C first fill and no nucleus filter (top-p
+    # builds the full weights first), and awrs_sample's own fast path (max_rejects >= 1)
+    fast = lazy and max_rejects >= 1 and not (top_p is not None and 0 < top_p < 1)
+    bm_buf = np.empty(0, dtype=np.float32)  # block maxima of one row's step, reused
+    fill_limit = 1
+    fill = lazy_propose_native()  # the C first fill (see core.first_fill), None without the extension
+    EBLOCK, HEAD, TRIES = Proposal.EBLOCK, Proposal.HEAD, Proposal.LAZY_TRIES
+    raw_logits = temp == 1.0 and top_k is None  # the decoder's rows are the proposal's logits
+    n_vocab = len(vocab)
+    parts = _dfa_parts(matchers[0])
+    dfa_rows = parts is not None and hasattr(matchers[0], "cached_allowed_words")
+    max_dist = _max_distance(parts[0]) if parts is not None else 0  # budget free while remaining > this
+    out_buf = np.empty(Proposal.LAZY_BATCH, dtype=np.int64)
     active: list[int] | None = None  # rows alive and unfinished, recomputed when that changes
     t0 = time.perf_counter()
     logits = decoder.start(n)
@@ -224,9 +237,63 @@ def run(
             # an AWRS step draws at once: its proposal makes the first draws in the same
             # compiled call as the block maxima (the same draws as drawing later)
             drawing = lazy and not greedy and not mask_step
-            prop = Proposal(logits[i], temp, top_k, top_p, lazy=lazy and not mask_step, rng=row_rng[i] if drawing else None)
-            chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
-            if step_method == "lcd":
+            chk = None
+            d = prop = None
+            if drawing and fast:
+                # the agreeing model's usual step without a proposal object: the two first
+                # draws come out of one C call and, both valid, are exactly awrs_sample's fast
+                # path (token = first draw, Z_hat = 1); otherwise the proposal those draws
+                # came from is rebuilt and awrs_sample starts from the same two draws
+                x = logits[i]
+                if not (raw_logits and x.dtype == np.float32 and x.ndim == 1):
+                    x = prepare_logits(x, temp, top_k)
+                if fill is not None and x.flags.c_contiguous:
+                    if len(bm_buf) != -(-len(x) // EBLOCK):  # (first step; logits may be wider than the vocabulary)
+                        bm_buf = np.empty(-(-len(x) // EBLOCK), dtype=np.float32)
+                        fill_limit = Proposal._limit_for(len(bm_buf))
+                    mx, got, hm = fill(x, EBLOCK, HEAD, (row_rng[i].bit_generator.random_raw(), TRIES), bm_buf, out_buf, fill_limit)
+                    if got >= 2 and mx == mx:  # (NaN: Proposal raises below)
+                        t0, t1 = int(out_buf[0]), int(out_buf[1])
+                        # a DFA state's cached mask answers both checks with a bit test each,
+                        # and the budget rule (once some state is beyond it) one distance
+                        # lookup each: the Checker's verdicts exactly
+                        words = matchers[i].cached_allowed_words() if dfa_rows and t0 < n_vocab and t1 < n_vocab else None
+                        if words is not None:
+                            ok = (int(words[t0 >> 5]) >> (t0 & 31)) & (int(words[t1 >> 5]) >> (t1 & 31)) & 1
+                            if ok and remaining is not None and remaining <= max_dist:
+                                stats.budget_checks += 1 if t0 == t1 else 2
+                                ok = completion_after(matchers[i], t0) < remaining and (
+                                    t1 == t0 or completion_after(matchers[i], t1) < remaining
+                                )
+                            if ok:
+                                # accepted with Z_hat = 1: the bookkeeping below, inline
+                                stats.checks += 1 if t0 == t1 else 2
+                                stats.cache_hits += t0 == t1
+                                stats.steps += 1
+                                stats.tokens += 1
+                                if step_method == "awrs":
+                                    stats.masks_avoided += 1
+                                fallback[i] = 0
+                                matchers[i].advance(t0)
+                                toks[i].append(t0)
+                                nxt[i] = t0
+                                if t0 in eos:
+                                    done[i] = ended_eos[i] = True
+                                    running -= 1
+                                continue
+                        else:
+                            chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
+                            if chk(t0) and chk(t1):
+                                d = Draw(t0, 0.0, 0, False)
+                    if d is None:
+                        prop = Proposal.after_first_fill(x, mx, bm_buf, out_buf, got, hm)
+            if chk is None and d is None:
+                chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
+            if d is None and prop is None:
+                prop = Proposal(logits[i], temp, top_k, top_p, lazy=lazy and not mask_step, rng=row_rng[i] if drawing else None)
+            if d is not None:
+                pass
+            elif step_method == "lcd":
                 d = lcd_sample(prop, chk, row_rng[i], greedy=greedy, mask=masks[j])
             elif greedy:
                 d = greedy_sample(prop, chk, max_rejects=max_rejects)
@@ -249,7 +316,10 @@ def run(
                 running -= 1
                 continue
             logw[i] += d.log_z
-            chk.commit(d.token)  # = matchers[i].advance(d.token), reusing a kept advance
+            if chk is None:  # (the DFA fast path: nothing kept)
+                matchers[i].advance(d.token)
+            else:
+                chk.commit(d.token)  # = matchers[i].advance(d.token), reusing a kept advance
             toks[i].append(d.token)
             nxt[i] = d.token
             stats.tokens += 1

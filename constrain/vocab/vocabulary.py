@@ -83,6 +83,7 @@ class Vocabulary:
         trie: TokenTrie | None = None,
     ) -> None:
         self._tokens = token_bytes
+        self.size = len(token_bytes)  # len(vocab) as a plain attribute: matchers range-check every token
         for e in eos_token_ids:
             if not 0 <= e < len(token_bytes):
                 raise VocabularyError(f"EOS id {e} is outside the vocabulary of {len(token_bytes)} tokens")
