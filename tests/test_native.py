@@ -362,3 +362,93 @@ def test_dfa_fast_step_is_identical_to_the_checker_path(monkeypatch, method):
     assert sum(hits) > 50  # the bit-test path really ran
     monkeypatch.setattr(DFAMatcher, "cached_allowed_words", lambda self: None)
     assert decode() == fast
+
+
+class _RecordingCheck:
+    """A constraint given as a set of valid tokens; records every call (order included)."""
+
+    def __init__(self, valid: set[int], n: int) -> None:
+        self.valid = valid
+        self.n = n
+        self.calls: list[int] = []
+
+    def __call__(self, t: int) -> bool:
+        self.calls.append(t)
+        return t in self.valid
+
+    def mask(self) -> np.ndarray:
+        m = np.zeros(self.n, dtype=bool)
+        m[list(self.valid)] = True
+        return m
+
+    def fits_budget(self, t: int) -> bool:
+        return True
+
+
+def _queued_case(
+    seed: int, n: int, density: float, boost: float, max_rejects: int, favs: int = 1, fav_valid: float = 1.0
+):
+    """awrs_queued and awrs_sample on the same proposal right after its C first fill.
+
+    ``favs`` boosted tokens, each valid with probability ``fav_valid``: a rejected favourite
+    drives the rejected-mass bound past 1/2 (where AWRS leaves the queue for Gumbel keys);
+    with a large boost the tail sits outside the head (the estimate's draw then misses it)."""
+    from constrain.sampling import Proposal, awrs_sample
+    from constrain.sampling.awrs import awrs_queued
+
+    g = np.random.default_rng(seed)
+    x = g.normal(0, 1, n).astype(np.float32)
+    fav = g.choice(n, size=favs, replace=False)
+    x[fav] += np.float32(boost)
+    valid = set(np.flatnonzero(g.random(n) < density).tolist())
+    valid |= {int(f) for f in fav if g.random() < fav_valid}
+    rng = np.random.default_rng(seed + 1)
+    prop = Proposal(x, rng=rng)
+    queue = list(reversed(prop._ready))  # the draws in the order draw() hands them out
+    mx, hm = float(prop._mx), prop.head_mass
+    ref_chk, fast_chk = _RecordingCheck(valid, n), _RecordingCheck(valid, n)
+    before = rng.bit_generator.state
+    d = awrs_sample(prop, ref_chk, rng, max_rejects=max_rejects)
+    fast = awrs_queued(queue, x, mx, hm, fast_chk, max_rejects)
+    return d, fast, ref_chk.calls, fast_chk.calls, rng.bit_generator.state == before
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.sampled_from([50, 9000, 40000]),
+    density=st.sampled_from([0.02, 0.5, 0.9]),
+    boost=st.sampled_from([0.0, 9.0, 12.0, 14.0]),
+    max_rejects=st.integers(1, 5),
+    favs=st.integers(1, 3),
+    fav_valid=st.sampled_from([0.5, 1.0]),
+)
+def test_awrs_queued_is_awrs_sample_on_the_queued_draws(seed, n, density, boost, max_rejects, favs, fav_valid):
+    """Where awrs_queued answers, it is awrs_sample's answer: the same token, log weight and
+    rejections, the same checks in the same order, and awrs_sample itself drew nothing beyond
+    the queue (the generator untouched)."""
+    d, fast, ref_calls, fast_calls, untouched = _queued_case(seed, n, density, boost, max_rejects, favs, fav_valid)
+    if fast is None:
+        return
+    assert fast == (d.token, d.log_z, d.rejections)
+    assert not d.used_mask and untouched
+    assert fast_calls == ref_calls
+
+
+def test_awrs_queued_answers_the_steps_with_rejections():
+    """The specialisation is not vacuous: over seeded cases it answers steps whose first draw
+    is rejected (with the estimate's draw in the head and out of it), steps whose second is,
+    and declines others (queue exhausted, Gumbel keys, mask mode)."""
+    kinds = {"x0 rejected": 0, "x1 rejected": 0, "estimate below 1": 0, "estimate 1": 0, "declined": 0}
+    for seed in range(600):
+        d, fast, _, calls, _ = _queued_case(seed, 40000, 0.5, 11.0, 4, 1 + seed % 2, (1.0, 0.5)[seed % 3 == 0])
+        if fast is None:
+            kinds["declined"] += 1
+        elif d.rejections and calls[0] == fast[0]:
+            kinds["x1 rejected"] += 1
+        elif d.rejections:
+            kinds["x0 rejected"] += 1
+            # log_z = log(1 - psi_hat) - log(n + 1): psi_hat is 0 when the estimate missed the head
+            kinds["estimate 1" if math.isclose(fast[1], -math.log(fast[2] + 1)) else "estimate below 1"] += 1
+    # (deterministic: seeded generators and the same draws on every SIMD path)
+    assert min(kinds.values()) >= 5, kinds

@@ -29,6 +29,9 @@ def test_hf_encoding_reproduces_text_bytes(name, text):
         return  # the tokenizer maps special-token spellings to control ids by design
     if vocab.kind == "sentencepiece" and "\u2581" in text:
         return  # SentencePiece reads a literal U+2581 as its space marker (lossy by design)
+    norm = getattr(getattr(tok, "backend_tokenizer", None), "normalizer", None)
+    if norm is not None and vocab.kind != "sentencepiece" and norm.normalize_str(text) != text:
+        return  # the tokenizer normalises first (qwen2: NFC turns U+F900 into U+8C48) by design
     assert vocab.text_of_hf_encoding(tok.encode(text), text) == text.encode("utf-8")
 
 

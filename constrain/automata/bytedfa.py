@@ -80,6 +80,17 @@ class ByteDFA:
             state = flat[(state << 8) | b]
         return state
 
+    def __getstate__(self) -> tuple[dict, dict]:
+        # the flat view is rebuilt on first use after unpickling (a memoryview does not pickle)
+        d = {k: v for k, v in self.__dict__.items() if k != "_flat"}
+        return d, {"table": self.table, "accepting": self.accepting, "start": self.start}
+
+    def __setstate__(self, state: tuple[dict, dict]) -> None:
+        d, slots = state
+        self.__dict__.update(d)
+        for k, v in slots.items():
+            setattr(self, k, v)
+
     @cached_property
     def _flat(self) -> memoryview:
         # (the table is never written after construction: every operation builds a new DFA)

@@ -74,8 +74,9 @@ class Proposal:
     # envelope block: numpy's row max over 4096-float rows is ~2x faster than over 1024 (fewer
     # rows, same SIMD inner loop); the head scan of one block in the kernel stays ~1 us
     EBLOCK = 4096
-    LAZY_BATCH = 4  # envelope draws per kernel call: AWRS's two traces take one draw each, and a
-    # step with a rejection usually finds its next draws queued (a draw costs a few ns in C)
+    # envelope draws per kernel call: AWRS's two traces take one draw each, and a step with a
+    # rejection or two finds its next draws queued (a draw costs a few ns in C; see awrs_queued)
+    LAZY_BATCH = 8
 
     def __init__(
         self,

@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from constrain.errors import ConstrainError
-from constrain.sampling.awrs import Draw, awrs_sample, greedy_sample
+from constrain.sampling.awrs import Draw, awrs_queued, awrs_sample, greedy_sample
 from constrain.sampling.budget import _dfa_parts, _max_distance, completion_after, require_budget
 from constrain.sampling.core import Checker, Proposal, lazy_propose_native, prepare_logits
 from constrain.sampling.lcd import batch_masks, lcd_sample
@@ -281,10 +281,12 @@ def run(
                                     done[i] = ended_eos[i] = True
                                     running -= 1
                                 continue
-                        else:
-                            chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
-                            if chk(t0) and chk(t1):
-                                d = Draw(t0, 0.0, 0, False)
+                        chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
+                        # a step with a rejection or two: awrs_sample on the queued draws,
+                        # without its objects (None: it needs more than the queue)
+                        got_d = awrs_queued(out_buf[:got].tolist(), x, mx, hm, chk, min(4, max_rejects) if fb else max_rejects)
+                        if got_d is not None:
+                            d = Draw(got_d[0], got_d[1], got_d[2], False)
                     if d is None:
                         prop = Proposal.after_first_fill(x, mx, bm_buf, out_buf, got, hm)
             if chk is None and d is None:
