@@ -743,3 +743,19 @@ def test_lazy_draw_is_used_for_peaked_and_skipped_for_flat_distributions():
     q = Proposal(flat)
     q.draw(rng)
     assert q.materialized
+
+
+def test_awrs_probes_back_off_while_the_model_keeps_fighting():
+    """A row whose probes keep failing probes after 8 masked steps, then 16, then 32 (the
+    schedule looks only at past steps, so exactness is untouched); an agreeing step resets it."""
+    from constrain.sampling.smc import MASK_PROBE
+
+    toks = [b"a", b"b"] + [bytes([99 + i % 20]) * (1 + i // 20) for i in range(60)] + [None]
+    vocab = constrain.Vocabulary.from_token_bytes(toks, eos_token_ids=(len(toks) - 1,))
+    compiled = constrain.compile(constrain.regex(r"[ab]*"), vocab)
+    fights = [1e-7, 1e-7] + [1.0] * 60 + [0.0]  # almost all mass on invalid tokens, no EOS
+    lm = NGramLM(len(vocab), {}, default=fights)
+    r = run(ToyDecoder(lm), compiled, method="awrs", max_new_tokens=40, seed=0, budget=False)
+    assert r.stats.fallbacks == r.stats.steps == 40
+    # step 0 (AWRS) and the probes at 8 and 8 + 16 = 24 consecutive fallbacks; the next would be 56
+    assert MASK_PROBE == 8 and r.stats.masked_steps == 40 - 3

@@ -34,7 +34,8 @@ from constrain.sampling.lcd import batch_masks, lcd_sample
 from constrain.sampling.stats import SamplingStats
 
 METHODS = ("lcd", "awrs", "smc")
-MASK_PROBE = 8  # a row on masked steps tries AWRS again every MASK_PROBE steps
+MASK_PROBE = 8  # a row on masked steps first tries AWRS again after MASK_PROBE steps,
+MASK_PROBE_MAX = 64  # then after twice as many each time a probe fails, up to this many
 
 
 class Decoder(Protocol):
@@ -192,9 +193,13 @@ def run(
     step_method = proposal if method == "smc" else method
     # adaptive, from past steps only (so every draw stays exact and every weight properly
     # weighted): a row whose last step needed the full mask (the model fights the constraint
-    # there) takes masked steps -- exact draw, exact local Z -- and probes AWRS again every
-    # MASK_PROBE steps with only a few draws before its mask
+    # there) takes masked steps -- exact draw, exact local Z -- and probes AWRS again after
+    # MASK_PROBE steps with only a few draws before its mask; each failed probe doubles the
+    # wait (up to MASK_PROBE_MAX): a failed probe costs its draws *and* a mask in Gumbel order
+    # (~6 masked steps on a 128k vocabulary), so a model that keeps fighting probes rarely
     fallback = [0] * n  # consecutive steps of each row that needed the full mask
+    probe_at = [MASK_PROBE] * n  # the value of fallback[i] at which row i probes next
+    probe_gap = [MASK_PROBE] * n
     lazy = step_method != "lcd"
     temp = 1.0 if greedy else temperature
 
@@ -233,7 +238,7 @@ def run(
             stats.masks += len(active)
         for j, i in enumerate(stepped):
             fb = fallback[i]
-            mask_step = lazy and not greedy and fb > 0 and fb % MASK_PROBE != 0
+            mask_step = lazy and not greedy and fb > 0 and fb != probe_at[i]
             # an AWRS step draws at once: its proposal makes the first draws in the same
             # compiled call as the block maxima (the same draws as drawing later)
             drawing = lazy and not greedy and not mask_step
@@ -304,6 +309,11 @@ def run(
                 stats.masked_steps += 1
             else:
                 d = awrs_sample(prop, chk, row_rng[i], max_rejects=min(4, max_rejects) if fb else max_rejects)
+            if d.used_mask and not mask_step:
+                # a plain step that needed the mask starts the schedule; a failed probe
+                # doubles the wait before the next one
+                probe_gap[i] = MASK_PROBE if fb == 0 else min(2 * probe_gap[i], MASK_PROBE_MAX)
+                probe_at[i] = fb + probe_gap[i]
             fallback[i] = fb + 1 if d.used_mask else 0
             if step_method == "awrs":
                 stats.masks_avoided += 0 if d.used_mask else 1
@@ -365,6 +375,8 @@ def run(
             done, alive, ended_eos, phi_last = done[idx], alive[idx], ended_eos[idx], phi_last[idx]
             nxt = [nxt[k] for k in idx]
             fallback = [fallback[k] for k in idx]
+            probe_at = [probe_at[k] for k in idx]
+            probe_gap = [probe_gap[k] for k in idx]
         step_tokens = np.array(nxt, dtype=np.int64)
         stats.engine_time += time.perf_counter() - te
         if reorder:
