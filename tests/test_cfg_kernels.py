@@ -57,6 +57,7 @@ def test_lexer_walk_matches_reference(case, cap_shrink) -> None:
         trie.tok_start,
         trie.tok_end,
         trie.tokens,
+        trie.tok1,
         trie.max_depth,
         out,
         bn,
@@ -168,7 +169,7 @@ def test_lexer_walk_with_byte_classes_matches_expanded_table(case, cls_list) -> 
     out = np.zeros((n_tokens + 31) // 32, dtype=np.uint32)
     bn = np.empty(4 * trie.n_nodes, dtype=np.int32)
     bs = np.empty(4 * trie.n_nodes, dtype=np.int32)
-    args = (trie.byte, trie.depth, trie.next, trie.tok_start, trie.tok_end, trie.tokens, trie.max_depth)
+    args = (trie.byte, trie.depth, trie.next, trie.tok_start, trie.tok_end, trie.tokens, trie.tok1, trie.max_depth)
     nb = cfg_kernels.lexer_walk(ctab, cls, accept, start, roots, *args, out, bn, bs)
     allowed, bnd = cfg_kernels.reference_walk(full, accept, start, roots, trie, n_tokens)
     allowed2, bnd2 = cfg_kernels.reference_walk(ctab, accept, start, roots, trie, n_tokens, cls=cls)

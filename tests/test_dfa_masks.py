@@ -50,7 +50,7 @@ def test_fill_mask_kernel_matches_reference(data):
     out = np.zeros((len(vocab) + 31) // 32, dtype=np.uint32)
     tr = vocab.trie
     kernels.dfa_fill_mask(
-        dfa.table, state, tr.byte, tr.depth, tr.next, tr.tok_start, tr.tok_end, tr.tokens, tr.max_depth, out
+        dfa.table, state, tr.byte, tr.depth, tr.next, tr.tok_start, tr.tok_end, tr.tokens, tr.tok1, tr.max_depth, out
     )
     got = bitmask_to_bool(out.view(np.int32), len(vocab))
     np.testing.assert_array_equal(got, reference.dfa_mask(dfa, vocab, state))

@@ -232,6 +232,7 @@ class CompiledGrammar(CompiledConstraint):
                 trie.tok_start,
                 trie.tok_end,
                 trie.tokens,
+                trie.tok1,
                 trie.max_depth,
                 out,
                 self._bnd_node,

@@ -140,6 +140,7 @@ class CompiledDFA(CompiledConstraint):
             trie.tok_start,
             trie.tok_end,
             trie.tokens,
+            trie.tok1,
             trie.max_depth,
             m,
         )

@@ -13,7 +13,7 @@ from numba import njit
 
 @njit(cache=True, nogil=True)
 def dfa_fill_mask(
-    table: np.ndarray,  # int32 (n_states, 256)
+    table: np.ndarray,  # int32 (n_states, 256), C-contiguous
     state: int,
     trie_byte: np.ndarray,
     trie_depth: np.ndarray,
@@ -21,29 +21,36 @@ def dfa_fill_mask(
     tok_start: np.ndarray,
     tok_end: np.ndarray,
     tokens: np.ndarray,
+    tok1: np.ndarray,  # TokenTrie.tok1: first token per node, -1 for none
     max_depth: int,
     out: np.ndarray,  # uint32 words, OR-ed into (caller zeroes it)
 ) -> int:
     """Set the bit of every token whose bytes keep the DFA alive from ``state``.
 
-    Returns the number of trie nodes visited (a cost counter for benchmarks).
+    Returns the number of trie nodes visited (a cost counter for benchmarks).  Same loop as
+    ``cfg_kernels.lexer_walk`` (row offsets on the stack, branch-free token bits).
     """
-    stack = np.empty(max_depth + 1, dtype=np.int32)
-    stack[0] = state
+    stack = np.empty(max_depth + 1, dtype=np.int64)
+    ncol = table.shape[1]
+    flat = table.ravel()
+    stack[0] = np.int64(state) * ncol
     n = trie_byte.shape[0]
     i = 1
     visited = 0
     while i < n:
         visited += 1
         d = trie_depth[i]
-        s = table[stack[d - 1], trie_byte[i]]
+        s = flat[stack[d - 1] + trie_byte[i]]
         if s < 0:
             i = trie_next[i]
             continue
-        stack[d] = s
-        for k in range(tok_start[i], tok_end[i]):
-            t = tokens[k]
-            out[t >> 5] |= np.uint32(1) << np.uint32(t & 31)
+        stack[d] = np.int64(s) * ncol
+        t = tok1[i]
+        out[max(t, 0) >> 5] |= np.uint32(t >= 0) << np.uint32(t & 31)
+        if tok_end[i] - tok_start[i] > 1:  # (equal byte strings: rare)
+            for k in range(tok_start[i] + 1, tok_end[i]):
+                t = tokens[k]
+                out[t >> 5] |= np.uint32(1) << np.uint32(t & 31)
         i += 1
     return visited
 
