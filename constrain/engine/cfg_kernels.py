@@ -65,6 +65,8 @@ def lexer_walk(
             stack[d] = np.int64(s) * ncol
             t = tok1[i]
             out[max(t, 0) >> 5] |= np.uint32(t >= 0) << np.uint32(t & 31)
+            # (the same six lines as kernels.dfa_fill_mask: a shared numba helper, even
+            # inline="always", made this loop 10x slower)
             if tok_end[i] - tok_start[i] > 1:  # (equal byte strings: rare)
                 for k in range(tok_start[i] + 1, tok_end[i]):
                     t = tokens[k]

@@ -299,29 +299,14 @@ def awrs_queued(
     if max_rejects < 1 or nq < 2 or head_mass != head_mass:
         return None
     x0 = queue[0]
-    qi = 1
     if chk(x0):
         x1 = queue[1]
-        qi = 2
         if chk(x1):
             return x0, 0.0, 0
         # trace 1 after a trace 0 that rejected nothing (psi stays 0): walk(first=x1)
         chk(x1)  # (awrs_sample's walk checks it again: a cache hit)
-        rej = {x1}
-        n = 1
-        redraws = 0
-        while True:
-            if n >= max_rejects or redraws > 32 or qi >= nq:
-                return None
-            t = queue[qi]
-            qi += 1
-            if t in rej:
-                redraws += 1
-                continue
-            if chk(t):
-                return x0, -math.log(n + 1), n
-            rej.add(t)
-            n += 1
+        n = _walk_queue(queue, 2, {x1}, 1, chk, max_rejects)
+        return None if n is None else (x0, -math.log(n + 1), n)
     # trace 0 from the rejected x0: the rejected weight and its bound psi = wr / S_H
     mxf = float(np.float32(mx))
     rej = set()
@@ -356,11 +341,21 @@ def awrs_queued(
         return None
     one_minus_psi0 = 1.0 - b if float(logits[queue[qi]]) >= mxf - Proposal.HEAD else 1.0
     qi += 1
-    # trace 1: fresh draws, the rejected set kept, psi no longer updated
-    n1 = 0
+    # trace 1: fresh draws, the rejected set kept, psi no longer updated (so checked once)
+    n1 = None if psi > 0.5 else _walk_queue(queue, qi, rej, 0, chk, max_rejects)
+    if n1 is None:
+        return None
+    log_z = math.log(one_minus_psi0) - math.log(n0 + n1 + 1) if one_minus_psi0 > 0 else -math.inf
+    return x, log_z, n0 + n1
+
+
+def _walk_queue(queue: list[int], qi: int, rej: set[int], n: int, chk: Checker, max_rejects: int) -> int | None:
+    """Rejections after walking ``queue`` from ``qi`` to its first valid draw, counted from
+    ``n`` as :meth:`_Trace.walk` counts them while ``psi`` does not move (``rej`` grows in
+    place; already rejected draws are redrawn); None where the walk would leave the queue."""
     redraws = 0
     while True:
-        if n1 >= max_rejects or psi > 0.5 or redraws > 32 or qi >= nq:
+        if n >= max_rejects or redraws > 32 or qi >= len(queue):
             return None
         t = queue[qi]
         qi += 1
@@ -368,11 +363,9 @@ def awrs_queued(
             redraws += 1
             continue
         if chk(t):
-            break
+            return n
         rej.add(t)
-        n1 += 1
-    log_z = math.log(one_minus_psi0) - math.log(n0 + n1 + 1) if one_minus_psi0 > 0 else -math.inf
-    return x, log_z, n0 + n1
+        n += 1
 
 
 def greedy_sample(prop: Proposal, chk: Checker, *, max_rejects: int = 32) -> Draw:
