@@ -233,6 +233,7 @@ class EarleyGrammar:
         # returns a plain int (~40 ns) where ``int(table[q, b])`` on numpy costs ~150 ns
         self._flat: list[memoryview | None] = [None] * nt
         self._flat_acc: list[memoryview | None] = [None] * nt
+        self._dist: list[list[int] | None] = [None] * nt  # per terminal: distances as a list
         self._complete_cache: dict[frozenset, Node] = {}
         self._intern: dict[frozenset, Node] = {}
         self._minlen: list[int] | None = None
@@ -558,9 +559,21 @@ class EarleyGrammar:
         return node._best
 
     def shortest_completion(self, pos: Pos) -> int:
-        b = 0 if pos.accepting else INF
+        # (the samplers' budget rule calls this for every token they check: plain lists and
+        # the node's own need table, not numpy scalars and method calls, per entry)
+        b = 0 if pos.node is not None and pos.node.accepting else INF
+        dists = self._dist
+        ign = self.ignore_set
         for t, q, o in pos.entries:
-            dist = int(self.dfa(t).distances[q])
-            tail = self.best(o) if t in self.ignore_set else self.need(o, t)
-            b = min(b, dist + tail)
+            dl = dists[t]
+            if dl is None:
+                dl = dists[t] = self.dfa(t).distances.tolist()
+            if t in ign:
+                tail = self.best(o)
+            else:
+                nd = o._need
+                tail = nd.get(t, INF) if nd is not None else self.need(o, t)
+            v = dl[q] + tail
+            if v < b:
+                b = v
         return b
