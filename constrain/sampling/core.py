@@ -247,9 +247,6 @@ class Proposal:
     def _limit_for(cls, n_blocks: int) -> int:
         return max(1, int(n_blocks * cls.LAZY_HEAD_SHARE))
 
-    def _limit(self, n_blocks: int) -> int:
-        return self._limit_for(n_blocks)
-
     def _lazy_fill(self, rng: np.random.Generator) -> None:
         """``LAZY_BATCH`` independent envelope draws (up to ``LAZY_TRIES`` rounds each) in one
         compiled call, queued in ``_ready``; stops early, leaving the queue short, at a draw whose
@@ -260,7 +257,7 @@ class Proposal:
         seed = rng.bit_generator.random_raw()  # one raw draw, expanded by counter_uniforms
         out = np.empty(k, dtype=np.int64)
         mx = float(self._mx)
-        limit = self._limit(len(self._bm))
+        limit = self._limit_for(len(self._bm))
         if _native is not None and self.logits.flags.c_contiguous:
             us = (seed, self.LAZY_TRIES)
             got, self._head_mass = _native.lazy_draws(self.logits, self._bm, mx, mx - self.HEAD, self.EBLOCK, us, out, limit)
@@ -335,10 +332,9 @@ def prepare_logits(logits: np.ndarray, temperature: float = 1.0, top_k: int | No
     return x
 
 
-def lazy_propose_native():
-    """The C first fill ``lazy_propose`` (block maxima and the first lazy draws in one call;
-    see :func:`first_fill`), or None when the extension is not built."""
-    return None if _native is None else _native.lazy_propose
+def has_first_fill() -> bool:
+    """Whether :func:`first_fill` is available (the C extension is built and not turned off)."""
+    return _native is not None
 
 
 def first_fill(x: np.ndarray, rng: np.random.Generator, bm: np.ndarray, out: np.ndarray) -> tuple[float, int, float]:
