@@ -229,8 +229,8 @@ class EarleyGrammar:
         self._dfas: list[ByteDFA | None] = [None] * nt
         self._tables: list[np.ndarray | None] = [None] * nt
         self._accs: list[np.ndarray | None] = [None] * nt
-        # the same tables as flat memoryviews, for the byte-by-byte Python step: indexing one
-        # returns a plain int (~40 ns) where ``int(table[q, b])`` on numpy costs ~150 ns
+        # the terminals' ByteDFA.flat_table views and accepting flags as bytes, for the
+        # byte-by-byte Python step (plain ints from indexing, not numpy scalars)
         self._flat: list[memoryview | None] = [None] * nt
         self._flat_acc: list[memoryview | None] = [None] * nt
         self._dist: list[list[int] | None] = [None] * nt  # per terminal: distances as a list
@@ -250,8 +250,7 @@ class EarleyGrammar:
             self._dfas[t] = d
             self._tables[t] = d.table
             self._accs[t] = d.accepting
-            tab = np.ascontiguousarray(d.table, dtype=np.int32)
-            self._flat[t] = memoryview(tab).cast("B").cast("i")
+            self._flat[t] = d.flat_table
             self._flat_acc[t] = memoryview(np.ascontiguousarray(d.accepting, dtype=np.uint8)).cast("B")
         return d
 

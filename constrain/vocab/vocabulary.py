@@ -327,7 +327,7 @@ class Vocabulary:
 
     # ---- access -----------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._tokens)
+        return self.size
 
     def token_bytes(self, token_id: int) -> bytes:
         """Exact bytes of ``token_id`` (``b""`` for special tokens, EOS included)."""
