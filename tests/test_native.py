@@ -260,7 +260,9 @@ def test_c_lazy_draws_and_propose_equal_the_reference(n, block, peak, head, seed
     # seeded mode: the counter-based stream computed in C equals counter_uniforms in numpy
     seed = int(rng.integers(0, 2**63)) * 2 + int(rng.integers(0, 2))
     tries = us.shape[1]
-    want_seeded = lazy_draws_reference(x, bm, mx, mx - head, block, counter_uniforms(seed, (k, tries, 3)), limit)
+    want_seeded = lazy_draws_reference(
+        x, bm, mx, mx - head, block, counter_uniforms(seed, (k, tries, 3)), limit
+    )
     out3 = np.full(k, -7, dtype=np.int64)
     got3, _ = native.lazy_draws(x, bm, mx, mx - head, block, (seed, tries), out3, limit)
     assert out3[:got3].tolist() == want_seeded
@@ -318,7 +320,9 @@ def test_awrs_decoding_is_identical_with_and_without_the_extension(monkeypatch, 
     def decode():
         return [
             (r.tokens, r.log_weights.tolist())
-            for r in (run(ToyDecoder(lm), compiled, method=method, n=4, max_new_tokens=12, seed=s) for s in range(6))
+            for r in (
+                run(ToyDecoder(lm), compiled, method=method, n=4, max_new_tokens=12, seed=s) for s in range(6)
+            )
         ]
 
     with_c = decode()
@@ -328,13 +332,13 @@ def test_awrs_decoding_is_identical_with_and_without_the_extension(monkeypatch, 
 
 @pytest.mark.parametrize("method", ["awrs", "smc"])
 def test_dfa_fast_step_is_identical_to_the_checker_path(monkeypatch, method):
-    """The decoding loop accepts an agreeing step of a DFA row with two bit tests on the state's
-    cached mask (plus the budget's distance lookups); with that path disabled every step goes
-    through the Checker and awrs_sample.  Same seed, same tokens, weights and checks -- with a
-    budget that binds (the regex needs 7 more bytes after its ``d``) so both rules are
-    exercised, and with a counter proving the fast path was taken."""
+    """The decoding loop takes a DFA row's AWRS step in C (``Cursor.try_pair`` for two valid
+    draws, ``Cursor.queued`` for a step with rejections); with that path turned off every step
+    goes through the Checker and awrs_sample.  Same seed, same tokens, weights, tokens and
+    rejections -- with a budget that binds (the regex needs 7 more bytes after its ``d``) so
+    both rules are exercised, and with a count of Checkers proving the C path was taken."""
     import constrain
-    from constrain.engine.dfa_matcher import DFAMatcher
+    import constrain.sampling.smc as smc
     from constrain.sampling import run
     from constrain.sampling.toy import NGramLM, ToyDecoder
 
@@ -342,26 +346,205 @@ def test_dfa_fast_step_is_identical_to_the_checker_path(monkeypatch, method):
     vocab = Vocabulary.from_token_bytes(toks, eos_token_ids=(600,))
     compiled = constrain.compile(constrain.regex(r"(ab|cd|a+)*d[ab]{6}"), vocab)
     lm = NGramLM.random(len(vocab), np.random.default_rng(5), alpha=0.3)
-    original = DFAMatcher.cached_allowed_words
-    hits = []
+    made = []
+    queued = []  # the loop's own draws with rejections: C queued steps while the C path is on
 
-    def counted(self):
-        got = original(self)
-        hits.append(got is not None)
-        return got
+    class Counted(smc.Checker):
+        def __init__(self, *a, **k):
+            made.append(1)
+            super().__init__(*a, **k)
+
+    def draw(token, log_z, rejections, used_mask):
+        queued.append(rejections)
+        return Draw(token, log_z, rejections, used_mask)
 
     def decode():
+        made.clear()
         out = []
+        steps = 0
         for s in range(8):
             r = run(ToyDecoder(lm), compiled, method=method, n=3, max_new_tokens=14, seed=s)
             out.append((r.tokens, r.log_weights.tolist(), r.stats.tokens, r.stats.rejections))
-        return out
+            steps += r.stats.steps
+        return out, steps, len(made)
 
-    monkeypatch.setattr(DFAMatcher, "cached_allowed_words", counted)
-    fast = decode()
-    assert sum(hits) > 50  # the bit-test path really ran
-    monkeypatch.setattr(DFAMatcher, "cached_allowed_words", lambda self: None)
-    assert decode() == fast
+    Draw = smc.Draw
+    monkeypatch.setattr(smc, "Checker", Counted)
+    monkeypatch.setattr(smc, "Draw", draw)
+    fast, steps, checkers = decode()
+    assert sum(n for *_, n, _ in fast) > 100
+    assert checkers < steps / 2  # most steps never built a Checker
+    assert sum(r > 0 for r in queued) >= 10  # and steps with rejections were answered in C
+    monkeypatch.setattr(smc, "_PAIR_FAST", False)
+    slow, steps_slow, checkers_slow = decode()
+    assert checkers_slow >= steps_slow  # (the comparison path really is the Checker's)
+    assert slow == fast
+
+
+def _dfa_case(seed: int, precompute: bool, size: int = 300):
+    """A vocabulary of ``size`` short tokens over four letters (then EOS and a special token), a
+    regex DFA, a matcher at a random reachable state and logits with a few boosted tokens.  A
+    large vocabulary with a boost of 11 puts about half the mass in the tail (more than HEAD
+    below the maximum), where the estimate's draw then lands."""
+    import constrain
+
+    g = np.random.default_rng(seed)
+    toks = [bytes(g.integers(97, 101, size=int(g.integers(1, 4))).tolist()) for _ in range(size)] + [
+        None,
+        None,
+    ]
+    vocab = Vocabulary.from_token_bytes(toks, eos_token_ids=(size,))
+    compiled = constrain.compile(
+        constrain.regex(r"(ab|cd|a+)*d[ab]{3}(c|dd)?"), vocab, precompute=precompute, cache_states=64
+    )
+    m = compiled.matcher()
+    for _ in range(int(g.integers(0, 8))):
+        ok = [t for t in range(size) if m.check(t)]
+        if not ok:
+            break
+        m.advance(int(g.choice(ok)))
+    if g.random() < 0.5:
+        compiled.state_mask(m.pos)  # the state's mask held (else verdicts come from the table)
+    x = g.normal(0, 1, len(vocab)).astype(np.float32)
+    x[g.choice(len(vocab), size=int(g.integers(1, 4)), replace=False)] += np.float32(
+        g.choice([0.0, 6.0, 9.0])
+    )
+    valid = [t for t in range(min(size, 400)) if m.check(t)]
+    if valid and g.random() < 0.6:  # a model that mostly agrees: answered steps, not only declines
+        x[int(g.choice(valid))] += np.float32(g.choice([9.0, 11.0]))
+    return g, vocab, compiled, m, x
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), precompute=st.booleans(), max_rejects=st.integers(1, 5))
+def test_cursor_queued_is_awrs_queued_with_the_checker(seed, precompute, max_rejects):
+    """``Cursor.queued`` against awrs_queued with the sampling Checker on the same DFA state and
+    the same queued draws: the same answer (token, log weight, rejections) or the same None,
+    the same statistics, and on None the same verdicts in the same order (what the loop hands
+    on to awrs_sample).  The budget binds in about half the cases."""
+    from constrain.sampling import Proposal
+    from constrain.sampling.awrs import PSI_ESTIMATE_MAX, awrs_queued
+    from constrain.sampling.budget import _max_distance
+    from constrain.sampling.core import Checker, first_fill
+    from constrain.sampling.stats import SamplingStats
+
+    g, vocab, compiled, m, x = _dfa_case(seed, precompute)
+    bm = np.empty(-(-len(x) // Proposal.EBLOCK), dtype=np.float32)
+    out = np.empty(Proposal.LAZY_BATCH, dtype=np.int64)
+    mx, got, hm = first_fill(x, np.random.default_rng(seed), bm, out)
+    max_dist = _max_distance(compiled.dfa)
+    remaining = int(g.integers(1, max_dist + 3))
+    rem_c = remaining if remaining <= max_dist else -1
+    stats = SamplingStats()
+    chk = Checker(m, remaining, stats, {})
+    py = awrs_queued(out[:got].tolist(), x, mx, hm, chk, max_rejects)
+    q = m._cursor.queued(out, got, x, mx, hm, rem_c, max_rejects, PSI_ESTIMATE_MAX, Proposal.HEAD)
+    assert (stats.checks, stats.cache_hits, stats.budget_checks, chk.budget_rejected) == (
+        q[3],
+        q[4],
+        q[5],
+        q[6],
+    )
+    if py is None:
+        assert q[0] is None
+        assert list(zip(q[1], q[2], strict=True)) == list(chk._verdicts.items())
+    else:
+        assert q[:3] == py
+
+
+def test_cursor_queued_answers_every_kind_of_step():
+    """Seeded DFA states with two valid and one invalid token in the head over a 20,000-token
+    tail of about the same mass: C answers steps whose first draw is rejected -- with the estimate's
+    draw in the head (estimate below 1) and in the tail (estimate 1) -- and steps whose second
+    draw is, and declines others; every one equal to awrs_queued with the Checker."""
+    from constrain.sampling import Proposal
+    from constrain.sampling.awrs import PSI_ESTIMATE_MAX, awrs_queued
+    from constrain.sampling.core import Checker, first_fill
+    from constrain.sampling.stats import SamplingStats
+
+    kinds = {
+        "x0 rejected, estimate below 1": 0,
+        "x0 rejected, estimate 1": 0,
+        "x1 rejected": 0,
+        "declined": 0,
+    }
+    _, vocab, compiled, _, _ = _dfa_case(0, False, 20000)
+    for seed in range(400):
+        g = np.random.default_rng(seed)
+        m = compiled.matcher()
+        for _ in range(int(g.integers(0, 6))):
+            ok = [t for t in range(400) if m.check(t)]
+            if ok:
+                m.advance(int(g.choice(ok)))
+        valid = [t for t in range(400) if m.check(t)]
+        invalid = [t for t in range(400) if not m.check(t)]
+        if len(valid) < 2 or not invalid:
+            continue
+        # a head of three tokens in one envelope block, and a tail whose tokens all sit just
+        # more than HEAD below them but hold about as much mass together
+        x = g.uniform(-9.0, -8.6, len(vocab)).astype(np.float32)
+        x[g.choice(valid, size=2, replace=False)] = g.uniform(-0.1, 0.1, 2)
+        x[int(g.choice(invalid))] = g.uniform(-0.1, 0.1)
+        bm = np.empty(-(-len(x) // Proposal.EBLOCK), dtype=np.float32)
+        out = np.empty(Proposal.LAZY_BATCH, dtype=np.int64)
+        mx, got, hm = first_fill(x, np.random.default_rng(seed), bm, out)
+        chk = Checker(m, None, SamplingStats(), {})
+        py = awrs_queued(out[:got].tolist(), x, mx, hm, chk, 8)
+        q = m._cursor.queued(out, got, x, mx, hm, -1, 8, PSI_ESTIMATE_MAX, Proposal.HEAD)
+        if py is None:
+            assert q[0] is None
+            kinds["declined"] += 1
+            continue
+        assert q[:3] == py
+        if py[2] and m.check(int(out[0])):
+            kinds["x1 rejected"] += 1
+        elif py[2]:
+            tail = math.isclose(py[1], -math.log(py[2] + 1))
+            kinds["x0 rejected, estimate 1" if tail else "x0 rejected, estimate below 1"] += 1
+    assert min(kinds.values()) >= 10, kinds
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), precompute=st.booleans())
+def test_cursor_try_pair_and_next_state_are_the_matchers(seed, precompute):
+    """``try_pair``: both draws valid (the matcher's check) and within the budget
+    (completion_after < remaining) -> the pair and the state after the first, the cursor moved
+    there; a clear bit -> -2; the budget refusing -> -3; no held mask -> -1, cursor unmoved.
+    ``next_state``: ByteDFA.run over the token's bytes (-2 for EOS, -1 for a special token)."""
+    from constrain.sampling.budget import _max_distance, completion_after
+
+    g, vocab, compiled, m, _ = _dfa_case(seed, precompute)
+    cur = m._cursor
+    for t in range(len(vocab)):
+        b = vocab.token_bytes(t)
+        want = -2 if t in vocab.eos_token_ids else (compiled.dfa.run(m.pos, b) if b else -1)
+        assert cur.next_state(t) == want
+    with pytest.raises(IndexError):
+        cur.next_state(len(vocab))
+    max_dist = _max_distance(compiled.dfa)
+    for _ in range(40):
+        t0, t1 = (int(v) for v in g.integers(0, len(vocab), size=2))
+        remaining = int(g.integers(1, max_dist + 3))
+        rem_c = remaining if remaining <= max_dist else -1
+        held = compiled._native.has(m.pos)
+        before = cur.state
+        r = cur.try_pair(np.array([t0, t1], dtype=np.int64), rem_c)
+        if not held:
+            assert r == -1 and cur.state == before
+            continue
+        bits = m.check(t0) and m.check(t1)
+        fits = rem_c < 0 or (completion_after(m, t0) < remaining and completion_after(m, t1) < remaining)
+        if not bits:
+            assert r == -2
+        elif not fits:
+            assert r == -3
+        else:
+            nx = -1 if t0 in vocab.eos_token_ids else compiled.dfa.run(m.pos, vocab.token_bytes(t0))
+            assert r == (t0, t1, nx)
+            assert cur.state == (before if nx < 0 else nx)
+            cur.state = before  # (the matcher did not move: put the cursor back)
+            continue
+        assert cur.state == before
 
 
 class _RecordingCheck:
@@ -423,11 +606,15 @@ def _queued_case(
     favs=st.integers(1, 3),
     fav_valid=st.sampled_from([0.5, 1.0]),
 )
-def test_awrs_queued_is_awrs_sample_on_the_queued_draws(seed, n, density, boost, max_rejects, favs, fav_valid):
+def test_awrs_queued_is_awrs_sample_on_the_queued_draws(
+    seed, n, density, boost, max_rejects, favs, fav_valid
+):
     """Where awrs_queued answers, it is awrs_sample's answer: the same token, log weight and
     rejections, the same checks in the same order, and awrs_sample itself drew nothing beyond
     the queue (the generator untouched)."""
-    d, fast, ref_calls, fast_calls, untouched = _queued_case(seed, n, density, boost, max_rejects, favs, fav_valid)
+    d, fast, ref_calls, fast_calls, untouched = _queued_case(
+        seed, n, density, boost, max_rejects, favs, fav_valid
+    )
     if fast is None:
         return
     assert fast == (d.token, d.log_z, d.rejections)
@@ -441,7 +628,9 @@ def test_awrs_queued_answers_the_steps_with_rejections():
     and declines others (queue exhausted, Gumbel keys, mask mode)."""
     kinds = {"x0 rejected": 0, "x1 rejected": 0, "estimate below 1": 0, "estimate 1": 0, "declined": 0}
     for seed in range(600):
-        d, fast, _, calls, _ = _queued_case(seed, 40000, 0.5, 11.0, 4, 1 + seed % 2, (1.0, 0.5)[seed % 3 == 0])
+        d, fast, _, calls, _ = _queued_case(
+            seed, 40000, 0.5, 11.0, 4, 1 + seed % 2, (1.0, 0.5)[seed % 3 == 0]
+        )
         if fast is None:
             kinds["declined"] += 1
         elif d.rejections and calls[0] == fast[0]:

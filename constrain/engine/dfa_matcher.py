@@ -43,11 +43,12 @@ class CompiledDFA(CompiledConstraint):
         # date's "-" state has one) are written as zero-fill + scatter: that touches only the
         # caller's buffer, not 16 KB of cold cached mask
         self._writer: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
-        # the same entries, held by the C extension for matchers' C fill_mask (None: not built)
-        self._native = _native.MaskTable(dfa.n_states, self.words) if _native is not None else None
         self._sparse_max = max(1, self.words // 16)
         self._cache_states = cache_states
         self._eos = set(vocab.eos_token_ids)
+        # the same entries, held by the C extension for matchers' C fill_mask and token steps
+        # (None: not built)
+        self._native = self._new_native_table()
         self.stats = {"mask_walks": 0, "nodes_visited": 0}
         if precompute is True or (precompute == "auto" and dfa.n_states <= self.AUTO_PRECOMPUTE_STATES):
             self.precompute()
@@ -64,9 +65,27 @@ class CompiledDFA(CompiledConstraint):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if _native is not None:
-            self._native = _native.MaskTable(self.dfa.n_states, self.words)
+            self._native = self._new_native_table()
             for s in self._writer:
                 self._to_native(s)
+
+    def _new_native_table(self):
+        """The C table of held masks, with the DFA bound for the cursors' token steps (None
+        without the extension)."""
+        if _native is None:
+            return None
+        table = _native.MaskTable(self.dfa.n_states, self.words)
+        offsets, blob = self.vocab.token_blob
+        eos = np.array(sorted(self._eos), dtype=np.int64)
+        table.bind_dfa(
+            np.ascontiguousarray(self.table, dtype=np.int32).reshape(-1),
+            offsets,
+            blob,
+            np.ascontiguousarray(self.dfa.distances, dtype=np.int32),
+            eos,
+            np.ascontiguousarray(self.accepting, dtype=np.uint8),
+        )
+        return table
 
     def state_mask(self, state: int) -> np.ndarray:
         """uint32 words of the tokens allowed from ``state`` (EOS included when accepting); cached."""
@@ -250,6 +269,19 @@ class DFAMatcher(HistoryMatcher):
         return self.compiled._cache.get(self.pos)
 
     def advance(self, token_id: int) -> None:
+        cur = self._cursor
+        if cur is not None and not self.terminated:
+            # the C step over the token's bytes (the samplers advance by every token they
+            # keep); EOS, an out-of-range id and a refused token take the Python path below
+            try:
+                nxt = cur.next_state(token_id)
+            except IndexError:
+                nxt = -2
+            if nxt >= 0:
+                self.history.append(self.pos)
+                self.pos = nxt
+                cur.state = nxt
+                return
         self._check_range(token_id)
         if self.terminated:
             self._raise_invalid(token_id)

@@ -260,7 +260,9 @@ class Proposal:
         limit = self._limit_for(len(self._bm))
         if _native is not None and self.logits.flags.c_contiguous:
             us = (seed, self.LAZY_TRIES)
-            got, self._head_mass = _native.lazy_draws(self.logits, self._bm, mx, mx - self.HEAD, self.EBLOCK, us, out, limit)
+            got, self._head_mass = _native.lazy_draws(
+                self.logits, self._bm, mx, mx - self.HEAD, self.EBLOCK, us, out, limit
+            )
         else:
             us = counter_uniforms(seed, (k, self.LAZY_TRIES, 3))
             hm = np.full(1, np.nan)
@@ -337,7 +339,9 @@ def has_first_fill() -> bool:
     return _native is not None
 
 
-def first_fill(x: np.ndarray, rng: np.random.Generator, bm: np.ndarray, out: np.ndarray) -> tuple[float, int, float]:
+def first_fill(
+    x: np.ndarray, rng: np.random.Generator, bm: np.ndarray, out: np.ndarray
+) -> tuple[float, int, float]:
     """Block maxima of ``x`` into ``bm`` and the first ``LAZY_BATCH`` lazy draws into ``out``
     in one C call: ``(max, draws made, head mass)``.  Consumes one raw draw of ``rng``, as the
     first :meth:`Proposal.draw`'s fill would (see ``counter_uniforms``)."""
@@ -436,7 +440,9 @@ class Checker:
         if got is None:
             got = self.cache[self.key] = {}
         self._verdicts: dict[int, bool] = got
-        self._budget_free = remaining is None or (parts is not None and remaining - 1 >= _max_distance(parts[0]))
+        self._budget_free = remaining is None or (
+            parts is not None and remaining - 1 >= _max_distance(parts[0])
+        )
         self._keep = keep_advanced and parts is None
         self._pending: int | None = None  # token the matcher is currently advanced by
 
@@ -490,6 +496,13 @@ class Checker:
                 self.budget_rejected += 1
         self._verdicts[t] = v
         return v
+
+    def seed(self, tokens: list[int], verdicts: list[bool], budget_rejected: int) -> None:
+        """Take verdicts already reached (and counted) elsewhere for this state -- the C
+        queued step's -- so the sampler's later calls for those tokens are cache hits, as
+        they would be had this checker made them."""
+        self._verdicts.update(zip(tokens, verdicts, strict=True))
+        self.budget_rejected += budget_rejected
 
     def fits_budget(self, t: int) -> bool:
         """Budget rule alone, for tokens a mask already allowed."""

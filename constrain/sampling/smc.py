@@ -27,13 +27,14 @@ from typing import Protocol
 import numpy as np
 
 from constrain.errors import ConstrainError
-from constrain.sampling.awrs import Draw, awrs_queued, awrs_sample, greedy_sample
-from constrain.sampling.budget import _dfa_parts, _max_distance, completion_after, require_budget
+from constrain.sampling.awrs import PSI_ESTIMATE_MAX, Draw, awrs_queued, awrs_sample, greedy_sample
+from constrain.sampling.budget import _dfa_parts, _max_distance, require_budget
 from constrain.sampling.core import Checker, Proposal, first_fill, has_first_fill, prepare_logits
 from constrain.sampling.lcd import batch_masks, lcd_sample
 from constrain.sampling.stats import SamplingStats
 
 METHODS = ("lcd", "awrs", "smc")
+_PAIR_FAST = True  # DFA rows' one-call fast step (tests turn it off to compare with the Checker path)
 MASK_PROBE = 8  # a row on masked steps first tries AWRS again after MASK_PROBE steps,
 MASK_PROBE_MAX = 64  # then after twice as many each time a probe fails, up to this many
 
@@ -208,9 +209,9 @@ def run(
     fast = lazy and max_rejects >= 1 and not (top_p is not None and 0 < top_p < 1) and has_first_fill()
     bm_buf = np.empty(0, dtype=np.float32)  # block maxima of one row's step, reused
     raw_logits = temp == 1.0 and top_k is None  # the decoder's rows are the proposal's logits
-    n_vocab = len(vocab)
     parts = _dfa_parts(matchers[0])
-    dfa_rows = parts is not None and hasattr(matchers[0], "cached_allowed_words")
+    # rows of a DFA with the C extension: the fast step's checks in one C call (try_pair)
+    dfa_rows = _PAIR_FAST and parts is not None and getattr(matchers[0], "_cursor", None) is not None
     max_dist = _max_distance(parts[0]) if parts is not None else 0  # budget free while remaining > this
     out_buf = np.empty(Proposal.LAZY_BATCH, dtype=np.int64)
     active: list[int] | None = None  # rows alive and unfinished, recomputed when that changes
@@ -221,6 +222,7 @@ def run(
     for step in range(max_new_tokens):
         te = time.perf_counter()
         remaining = max_new_tokens - step if budget else None
+        rem_c = remaining if remaining is not None and remaining <= max_dist else -1  # (C: -1 = budget free)
         cache: dict = {}
         # per-step bookkeeping in plain Python where it is per row (no small-array numpy
         # calls: at one row they cost more than the sampler's own work)
@@ -256,48 +258,71 @@ def run(
                         bm_buf = np.empty(nb, dtype=np.float32)
                     mx, got, hm = first_fill(x, row_rng[i], bm_buf, out_buf)
                     if got >= 2 and mx == mx:  # (NaN: Proposal raises below)
-                        t0, t1 = int(out_buf[0]), int(out_buf[1])
-                        # a DFA state's cached mask answers both checks with a bit test each,
-                        # and the budget rule (once some state is beyond it) one distance
-                        # lookup each: the Checker's verdicts exactly
-                        words = matchers[i].cached_allowed_words() if dfa_rows and t0 < n_vocab and t1 < n_vocab else None
-                        if words is not None:
-                            ok = (int(words[t0 >> 5]) >> (t0 & 31)) & (int(words[t1 >> 5]) >> (t1 & 31)) & 1
-                            if ok and remaining is not None and remaining <= max_dist:
+                        # a DFA row: one C call tests both draws' bits in the state's held
+                        # mask, and the budget rule (once some state is beyond it) by each
+                        # one's distance -- the Checker's verdicts exactly -- and, both valid,
+                        # moves the row's cursor by the first
+                        r = matchers[i]._cursor.try_pair(out_buf, rem_c) if dfa_rows else -1
+                        if r.__class__ is tuple:
+                            # accepted with Z_hat = 1: the bookkeeping of the loop's tail,
+                            # inline (this is most steps of a model that agrees; going
+                            # through the tail measured ~8% more engine time per token)
+                            t0, t1, nx = r
+                            if rem_c >= 0:
                                 stats.budget_checks += 1 if t0 == t1 else 2
-                                ok = completion_after(matchers[i], t0) < remaining and (
-                                    t1 == t0 or completion_after(matchers[i], t1) < remaining
-                                )
-                            if ok:
-                                # accepted with Z_hat = 1: the bookkeeping of the loop's tail,
-                                # inline (this is most steps of a model that agrees; going
-                                # through the tail measured ~8% more engine time per token)
-                                stats.checks += 1 if t0 == t1 else 2
-                                stats.cache_hits += t0 == t1
-                                stats.steps += 1
-                                stats.tokens += 1
-                                if step_method == "awrs":
-                                    stats.masks_avoided += 1
-                                fallback[i] = 0
-                                matchers[i].advance(t0)
-                                toks[i].append(t0)
-                                nxt[i] = t0
-                                if t0 in eos:
-                                    done[i] = ended_eos[i] = True
-                                    running -= 1
-                                continue
-                        chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
+                            stats.checks += 1 if t0 == t1 else 2
+                            stats.cache_hits += t0 == t1
+                            stats.steps += 1
+                            stats.tokens += 1
+                            if step_method == "awrs":
+                                stats.masks_avoided += 1
+                            fallback[i] = 0
+                            m = matchers[i]
+                            if nx >= 0:  # (the cursor has moved already)
+                                m.history.append(m.pos)
+                                m.pos = nx
+                            else:  # EOS
+                                m.advance(t0)
+                            toks[i].append(t0)
+                            nxt[i] = t0
+                            if t0 in eos:
+                                done[i] = ended_eos[i] = True
+                                running -= 1
+                            continue
+                        if r == -3:  # (both bits set, the budget refused one: counted as before)
+                            stats.budget_checks += 1 if out_buf[0] == out_buf[1] else 2
                         # a step with a rejection or two: awrs_sample on the queued draws,
                         # without its objects (None: it needs more than the queue)
-                        got_d = awrs_queued(out_buf[:got].tolist(), x, mx, hm, chk, step_rejects)
-                        if got_d is not None:
-                            d = Draw(got_d[0], got_d[1], got_d[2], False)
+                        if dfa_rows:  # (the same in C, with the state's verdicts and the Checker's counts)
+                            q = matchers[i]._cursor.queued(
+                                out_buf, got, x, mx, hm, rem_c, step_rejects, PSI_ESTIMATE_MAX, Proposal.HEAD
+                            )
+                            stats.checks += q[3]
+                            stats.cache_hits += q[4]
+                            stats.budget_checks += q[5]
+                            if q[0] is not None:
+                                d = Draw(q[0], q[1], q[2], False)
+                            else:  # awrs_sample goes on from these verdicts
+                                chk = Checker(matchers[i], remaining, stats, cache)
+                                chk.seed(q[1], q[2], q[6])
+                        else:
+                            chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
+                            got_d = awrs_queued(out_buf[:got].tolist(), x, mx, hm, chk, step_rejects)
+                            if got_d is not None:
+                                d = Draw(got_d[0], got_d[1], got_d[2], False)
                     if d is None:
                         prop = Proposal.after_first_fill(x, mx, bm_buf, out_buf, got, hm)
             if chk is None and d is None:
                 chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
             if d is None and prop is None:
-                prop = Proposal(logits[i], temp, top_k, top_p, lazy=lazy and not mask_step, rng=row_rng[i] if drawing else None)
+                prop = Proposal(
+                    logits[i],
+                    temp,
+                    top_k,
+                    top_p,
+                    lazy=lazy and not mask_step,
+                    rng=row_rng[i] if drawing else None,
+                )
             if d is not None:
                 pass
             elif step_method == "lcd":
@@ -363,7 +388,9 @@ def run(
                     if idx is None:
                         idx = np.arange(n)
                     w = np.exp(lw - lw[np.isfinite(lw)].max())
-                    sub = (systematic_resample if resampling == "systematic" else multinomial_resample)(w, group_rng[g])
+                    sub = (systematic_resample if resampling == "systematic" else multinomial_resample)(
+                        w, group_rng[g]
+                    )
                     idx[sl] = g * size + sub
                     logw[sl] = _logmeanexp(lw)
                     stats.resamples += 1
@@ -397,7 +424,9 @@ def run(
         if alive[i] and not complete:
             alive[i] = False
             logw[i] = -math.inf
-        particles.append(Particle(toks[i], vocab.decode_bytes(toks[i]), float(logw[i]), bool(complete), bool(alive[i])))
+        particles.append(
+            Particle(toks[i], vocab.decode_bytes(toks[i]), float(logw[i]), bool(complete), bool(alive[i]))
+        )
     if method != "smc" and raise_on_dead and not alive.all():
         raise ConstrainError(
             "decoding reached a dead end (no valid token, or the budget ran out before the text was complete)"

@@ -34,7 +34,11 @@ _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable-character table (a well-known constant mapping)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -339,6 +343,17 @@ class Vocabulary:
     @property
     def all_token_bytes(self) -> list[bytes | None]:
         return self._tokens
+
+    @cached_property
+    def token_blob(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(offsets, blob)``: every token's bytes end to end (uint8) and where each starts
+        (int64, ``size + 1`` items; special tokens are empty), the form compiled code reads a
+        token's bytes in without a Python object per token."""
+        lens = np.fromiter((len(b) if b else 0 for b in self._tokens), dtype=np.int64, count=self.size)
+        offsets = np.zeros(self.size + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        blob = np.frombuffer(b"".join(b for b in self._tokens if b), dtype=np.uint8)
+        return offsets, blob
 
     @property
     def trie(self) -> TokenTrie:
