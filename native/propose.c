@@ -437,14 +437,37 @@ static int take(Buffers *bs, PyObject *o, const char *fmt, int writable, const c
     return 0;
 }
 
+/* numpy's bitgen_t (numpy/random/bitgen.h), the struct its BitGenerator.capsule points to */
+typedef struct {
+    void *state;
+    uint64_t (*next_uint64)(void *st);
+    uint32_t (*next_uint32)(void *st);
+    double (*next_double)(void *st);
+    uint64_t (*next_raw)(void *st);
+} BitGen;
+
 /* the uniforms argument of lazy_draws / lazy_propose: a (k, tries, 3) float64 array (taken
- * into bs), or a (seed, tries) tuple; k is then out's length */
+ * into bs), or a (seed, tries) tuple, seed an int or a BitGenerator capsule; k is then out's
+ * length */
 static int get_uniforms(Buffers *bs, PyObject *uso, Py_buffer *out, Uniforms *u, Py_ssize_t *k, Py_ssize_t *tries) {
     Py_ssize_t cap = out->len / 8;
     if (PyTuple_Check(uso)) {
         unsigned long long seed;
-        if (!PyArg_ParseTuple(uso, "Kn;us must be a (k, tries, 3) float64 array or a (seed, tries) tuple", &seed, tries))
+        PyObject *src;
+        if (!PyArg_ParseTuple(uso, "On;us must be a (k, tries, 3) float64 array or a (seed, tries) tuple", &src, tries))
             return -1;
+        if (PyCapsule_CheckExact(src) && PyCapsule_IsValid(src, "BitGenerator")) {
+            /* numpy's generator itself: one raw draw, what bit_generator.random_raw() returns
+             * (without its lock: the sampler's generators are its own) */
+            BitGen *bg = (BitGen *)PyCapsule_GetPointer(src, "BitGenerator");
+            seed = bg->next_raw(bg->state);
+        } else {
+            PyObject *iv = PyNumber_Index(src); /* (as the "K" format: any int, wrapped to 64 bits) */
+            if (!iv) return -1;
+            seed = PyLong_AsUnsignedLongLongMask(iv);
+            Py_DECREF(iv);
+            if (seed == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+        }
         if (*tries < 0) {
             PyErr_SetString(PyExc_ValueError, "tries must be >= 0");
             return -1;
@@ -554,7 +577,8 @@ PyMethodDef constrain_propose_methods[] = {
     {"lazy_draws", lazy_draws_c, METH_VARARGS,
      "lazy_draws(x, bm, mx, thr, block, us, out, max_head_blocks) -> (draws made, head mass): "
      "the C twin of constrain.sampling.kernels.lazy_draws (same draws from the same uniforms).  "
-     "us: a (k, tries, 3) float64 array, or (seed, tries) for counter_uniforms(seed, (len(out), tries, 3))."},
+     "us: a (k, tries, 3) float64 array, or (seed, tries) for counter_uniforms(seed, (len(out), tries, 3)), "
+     "the seed an int or a numpy BitGenerator.capsule (then one raw draw of that generator)."},
     {"lazy_propose", lazy_propose, METH_VARARGS,
      "lazy_propose(x, block, head, us, bm, out, max_head_blocks) -> (max, draws made, head mass): "
      "block_max into bm, then lazy_draws with thr = max - head, in one call."},

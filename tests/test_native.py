@@ -641,3 +641,26 @@ def test_awrs_queued_answers_the_steps_with_rejections():
             kinds["estimate 1" if math.isclose(fast[1], -math.log(fast[2] + 1)) else "estimate below 1"] += 1
     # (deterministic: seeded generators and the same draws on every SIMD path)
     assert min(kinds.values()) >= 5, kinds
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.MT19937, np.random.Philox, np.random.SFC64])
+def test_first_fill_from_the_generator_capsule_is_first_fill_from_random_raw(bit_generator):
+    """The decoding loop hands first_fill its generator's capsule (raw_source) so the C call
+    takes the raw draw itself: the same draws, maxima and head mass as drawing random_raw() in
+    Python, and the generator left in the same state, for every numpy bit generator."""
+    from constrain.sampling.core import Proposal, first_fill, raw_source
+
+    x = np.random.default_rng(0).normal(size=50_000).astype(np.float32)
+    x[[77, 5000, 40000]] += np.float32([14.0, 13.5, 13.0])
+    bm = np.empty(-(-len(x) // Proposal.EBLOCK), np.float32)
+    o1, o2 = np.empty(8, np.int64), np.empty(8, np.int64)
+    r1, r2 = np.random.Generator(bit_generator(5)), np.random.Generator(bit_generator(5))
+    src = raw_source(r2)
+    seen = set()
+    for _ in range(30):
+        a = first_fill(x, r1, bm, o1)
+        b = first_fill(x, src, bm, o2, Proposal._limit_for(len(bm)))
+        assert a == b and a[1] == 8 and o1.tolist() == o2.tolist()
+        seen.update(o1.tolist())
+    assert seen >= {77, 5000, 40000}  # (the draws vary with the raw values)
+    assert r1.bit_generator.random_raw(3).tolist() == r2.bit_generator.random_raw(3).tolist()

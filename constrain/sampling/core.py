@@ -340,13 +340,25 @@ def has_first_fill() -> bool:
 
 
 def first_fill(
-    x: np.ndarray, rng: np.random.Generator, bm: np.ndarray, out: np.ndarray
+    x: np.ndarray, rng: np.random.Generator | tuple, bm: np.ndarray, out: np.ndarray, limit: int | None = None
 ) -> tuple[float, int, float]:
     """Block maxima of ``x`` into ``bm`` and the first ``LAZY_BATCH`` lazy draws into ``out``
     in one C call: ``(max, draws made, head mass)``.  Consumes one raw draw of ``rng``, as the
-    first :meth:`Proposal.draw`'s fill would (see ``counter_uniforms``)."""
-    us = (rng.bit_generator.random_raw(), Proposal.LAZY_TRIES)
-    return _native.lazy_propose(x, Proposal.EBLOCK, Proposal.HEAD, us, bm, out, Proposal._limit_for(len(bm)))
+    first :meth:`Proposal.draw`'s fill would (see ``counter_uniforms``).
+
+    ``rng`` may be :func:`raw_source` of the generator and ``limit`` ``Proposal._limit_for(len(bm))``,
+    both made once by a loop that calls this every step: the C call then takes the raw draw
+    from the generator itself (the same value), and no Python runs around it."""
+    us = rng if rng.__class__ is tuple else (rng.bit_generator.random_raw(), Proposal.LAZY_TRIES)
+    if limit is None:
+        limit = Proposal._limit_for(len(bm))
+    return _native.lazy_propose(x, Proposal.EBLOCK, Proposal.HEAD, us, bm, out, limit)
+
+
+def raw_source(rng: np.random.Generator) -> tuple:
+    """What :func:`first_fill` takes in place of ``rng`` to draw its raw value in C: the bit
+    generator's capsule (kept alive by ``rng``, which the caller holds) and the rounds per draw."""
+    return (rng.bit_generator.capsule, Proposal.LAZY_TRIES)
 
 
 def block_max_reference(x: np.ndarray, block: int, out: np.ndarray) -> float:

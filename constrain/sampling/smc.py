@@ -29,7 +29,7 @@ import numpy as np
 from constrain.errors import ConstrainError
 from constrain.sampling.awrs import PSI_ESTIMATE_MAX, Draw, awrs_queued, awrs_sample, greedy_sample
 from constrain.sampling.budget import _dfa_parts, _max_distance, require_budget
-from constrain.sampling.core import Checker, Proposal, first_fill, has_first_fill, prepare_logits
+from constrain.sampling.core import Checker, Proposal, first_fill, has_first_fill, prepare_logits, raw_source
 from constrain.sampling.lcd import batch_masks, lcd_sample
 from constrain.sampling.stats import SamplingStats
 
@@ -208,6 +208,9 @@ def run(
     # builds the full weights first), and awrs_sample's own fast path (max_rejects >= 1)
     fast = lazy and max_rejects >= 1 and not (top_p is not None and 0 < top_p < 1) and has_first_fill()
     bm_buf = np.empty(0, dtype=np.float32)  # block maxima of one row's step, reused
+    limit = 0  # (the head-block limit for bm_buf's size, set with it)
+    # each row's generator as first_fill's C call draws from it directly (the same raw values)
+    row_src = [raw_source(r) for r in row_rng] if fast else []
     raw_logits = temp == 1.0 and top_k is None  # the decoder's rows are the proposal's logits
     parts = _dfa_parts(matchers[0])
     # rows of a DFA with the C extension: the fast step's checks in one C call (try_pair)
@@ -256,7 +259,8 @@ def run(
                     nb = -(-len(x) // Proposal.EBLOCK)
                     if len(bm_buf) != nb:  # (first step; logits may be wider than the vocabulary)
                         bm_buf = np.empty(nb, dtype=np.float32)
-                    mx, got, hm = first_fill(x, row_rng[i], bm_buf, out_buf)
+                        limit = Proposal._limit_for(nb)
+                    mx, got, hm = first_fill(x, row_src[i], bm_buf, out_buf, limit)
                     if got >= 2 and mx == mx:  # (NaN: Proposal raises below)
                         # a DFA row: one C call tests both draws' bits in the state's held
                         # mask, and the budget rule (once some state is beyond it) by each
