@@ -463,7 +463,13 @@ static int get_uniforms(Buffers *bs, PyObject *uso, Py_buffer *out, Uniforms *u,
             seed = bg->next_raw(bg->state);
         } else {
             PyObject *iv = PyNumber_Index(src); /* (as the "K" format: any int, wrapped to 64 bits) */
-            if (!iv) return -1;
+            if (!iv) {
+                PyErr_Format(PyExc_TypeError,
+                             "us must be a (k, tries, 3) float64 array or a (seed, tries) tuple, seed an int or a "
+                             "BitGenerator capsule, not %.100s",
+                             Py_TYPE(src)->tp_name);
+                return -1;
+            }
             seed = PyLong_AsUnsignedLongLongMask(iv);
             Py_DECREF(iv);
             if (seed == (unsigned long long)-1 && PyErr_Occurred()) return -1;

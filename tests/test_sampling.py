@@ -683,22 +683,83 @@ def test_grammar_matcher_keep_advanced_path_is_the_dfa_path():
 
 
 def test_checker_keep_advanced_commit_and_settle():
+    """keep_advanced with a grammar matcher: each check peeks the token's next state (the
+    matcher never moves), and commit moves to the kept state without running the parser
+    again; a matcher that cannot peek is validated by a kept advance instead (rolled back by
+    the next check or settle)."""
     vocab = toy_vocab()
     cfg = constrain.compile(constrain.grammar('start: ("ab" | "cd")*'), vocab)
+    parser = cfg.parser
+    runs = []
+    real_run = parser.run
+    parser.run = lambda pos, data: runs.append(data) or real_run(pos, data)
     m = cfg.matcher()
     chk = Checker(m, 10, None, None, keep_advanced=True)
-    assert chk(4) and m.num_tokens() == 1  # "ab" validated by a kept advance
-    assert not chk(1) and m.num_tokens() == 0  # "b" is invalid: rolled back, state unchanged
+    assert chk(4) and m.num_tokens() == 0  # "ab" valid, peeked: the matcher did not move
+    assert not chk(1) and m.num_tokens() == 0  # "b" is invalid
     assert chk(5) and chk(EOS)
-    chk.commit(4)
-    assert m.num_tokens() == 1 and m.accepts_prefix_bytes(b"cd") and not m.is_terminated()
+    n = len(runs)
+    chk.commit(4)  # the kept state of "ab": no parser run
+    assert len(runs) == n and m.num_tokens() == 1 and m.accepts_prefix_bytes(b"cd") and not m.is_terminated()
     chk2 = Checker(m, 10, None, None, keep_advanced=True)
-    assert chk2(5)
-    chk2.settle()
+    chk2.commit(5)  # never checked: a plain advance
+    assert m.num_tokens() == 2 and len(runs) > n
+    m.rollback(1)
+    # a matcher that cannot peek: validated by a kept advance
+    m.peek = None
+    chk3 = Checker(m, 10, None, None, keep_advanced=True)
+    assert chk3(4) and m.num_tokens() == 2  # "ab" validated by a kept advance
+    assert not chk3(1) and m.num_tokens() == 1  # "b" is invalid: rolled back, state unchanged
+    assert chk3(5) and m.num_tokens() == 2
+    chk3.settle()
     assert m.num_tokens() == 1
+    chk4 = Checker(m, 10, None, None, keep_advanced=True)
+    assert chk4(5)
+    chk4.commit(5)  # the kept advance itself
+    assert m.num_tokens() == 2
+    m.rollback(1)
     # without keep_advanced the matcher is never left advanced
-    chk3 = Checker(m, 10)
-    assert chk3(5) and m.num_tokens() == 1
+    chk5 = Checker(m, 10)
+    assert chk5(5) and m.num_tokens() == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_peeking_checker_is_the_advancing_checker(data):
+    """A grammar matcher's peek-based Checker gives the same verdicts, budget verdicts and
+    statistics as the kept-advance one, and commit leaves the matcher in the same state, on
+    random reachable states of a small grammar with a budget that often binds."""
+    from constrain.sampling.stats import SamplingStats
+
+    vocab = toy_vocab()
+    cfg = constrain.compile(constrain.grammar('start: ("ab" | "cd" | "a" "b"?)* "c"?'), vocab)
+    m1, m2 = cfg.matcher(), cfg.matcher()
+    m2.peek = None
+    for _ in range(data.draw(st.integers(0, 5))):
+        ok = [t for t in range(len(vocab)) if m1.check(t) and t != EOS]
+        if not ok:
+            break
+        t = data.draw(st.sampled_from(ok))
+        m1.advance(t)
+        m2.advance(t)
+    remaining = data.draw(st.integers(1, 6))
+    s1, s2 = SamplingStats(), SamplingStats()
+    c1 = Checker(m1, remaining, s1, None, keep_advanced=True)
+    c2 = Checker(m2, remaining, s2, None, keep_advanced=True)
+    toks = data.draw(st.lists(st.integers(0, len(vocab) - 1), min_size=1, max_size=8))
+    assert [c1(t) for t in toks] == [c2(t) for t in toks]
+    assert [c1.fits_budget(t) for t in toks if c1(t)] == [c2.fits_budget(t) for t in toks if c2(t)]
+    assert (s1.checks, s1.cache_hits, s1.budget_checks, c1.budget_rejected) == (
+        s2.checks,
+        s2.cache_hits,
+        s2.budget_checks,
+        c2.budget_rejected,
+    )
+    good = [t for t in toks if c1(t)]
+    if good:
+        c1.commit(good[-1])
+        c2.commit(good[-1])
+        assert m1.pos == m2.pos and m1.num_tokens() == m2.num_tokens() and m1.terminated == m2.terminated
 
 
 def test_awrs_rows_that_fall_back_to_masking_stay_exact_and_properly_weighted():
@@ -759,3 +820,40 @@ def test_awrs_probes_back_off_while_the_model_keeps_fighting():
     assert r.stats.fallbacks == r.stats.steps == 40
     # step 0 (AWRS) and the probes at 8 and 8 + 16 = 24 consecutive fallbacks; the next would be 56
     assert MASK_PROBE == 8 and r.stats.masked_steps == 40 - 3
+
+
+@pytest.mark.parametrize("method", ["awrs", "smc"])
+def test_grammar_fast_step_is_identical_to_the_checker_path(monkeypatch, method):
+    """The decoding loop peeks a grammar row's two first draws and, both valid and within the
+    budget, takes the first without a Checker; with that path off every step goes through the
+    Checker.  Same seeds: the same tokens, weights, tokens decoded and rejections, and the same
+    checks and budget checks (the fast path counts what the Checker would)."""
+    import constrain.sampling.smc as smc
+
+    vocab = toy_vocab()
+    compiled = constrain.compile(constrain.grammar('start: ("ab" | "cd" | "a" "b"?)* "cdc"'), vocab)
+    lm = NGramLM.random(len(vocab), np.random.default_rng(3), alpha=0.5)
+    made = []
+
+    class Counted(smc.Checker):
+        def __init__(self, *a, **k):
+            made.append(1)
+            super().__init__(*a, **k)
+
+    def decode():
+        made.clear()
+        out, steps = [], 0
+        for s in range(10):
+            r = run(ToyDecoder(lm), compiled, method=method, n=3, max_new_tokens=6, seed=s)
+            st_ = r.stats
+            out.append((r.tokens, r.log_weights.tolist(), st_.tokens, st_.rejections, st_.checks, st_.budget_checks))
+            steps += st_.steps
+        return out, steps, len(made)
+
+    monkeypatch.setattr(smc, "Checker", Counted)
+    fast, steps, checkers = decode()
+    assert steps - checkers >= 10 and sum(o[3] for o in fast) > 10  # fast steps taken; rejections too
+    monkeypatch.setattr(smc, "_PAIR_FAST", False)
+    slow, steps_slow, checkers_slow = decode()
+    assert checkers_slow >= steps_slow
+    assert slow == fast

@@ -188,6 +188,8 @@ class EarleyGrammar:
     first use (large generated grammars pay only for the terminals a document reaches).
     """
 
+    STEP_MEMO = 200_000  # remembered multi-entry steps before the memo starts over
+
     def __init__(self, grammar: Grammar, *, max_dfa_states: int = 20_000) -> None:
         grammar.validate()
         self.grammar = grammar
@@ -235,6 +237,7 @@ class EarleyGrammar:
         self._flat_acc: list[memoryview | None] = [None] * nt
         self._dist: list[list[int] | None] = [None] * nt  # per terminal: distances as a list
         self._complete_cache: dict[frozenset, Node] = {}
+        self._step_memo: dict[tuple[Pos, int], Pos] = {}
         self._intern: dict[frozenset, Node] = {}
         self._minlen: list[int] | None = None
         self.horizon = Node()
@@ -439,6 +442,15 @@ class EarleyGrammar:
                 return _DEAD
             if not facc[t][q2]:  # type: ignore[index]
                 return Pos(((t, q2, o),), None)
+        # a step that completes terminals or starts from several entries is a pure function
+        # of (pos, byte) and costs a dozen dict/set/sort operations: remembered.  Nodes are
+        # hash-consed, so structural positions (after a key, between array items) recur
+        # within a document and across documents
+        memo = self._step_memo
+        key = (pos, byte)
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
         nxt: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
         done = set()
         for t, q, o in entries:
@@ -454,8 +466,13 @@ class EarleyGrammar:
             u = node.uid
             for t, q in node.key:
                 nxt[(t, q, u)] = (t, q, node)
-        entries = tuple(nxt[k] for k in sorted(nxt))
-        return Pos(entries, node)
+        if not nxt:  # every entry died and nothing completed (most bytes a sampler tries)
+            return _DEAD  # (not remembered: the loop above is all it costs)
+        entries = tuple(nxt.values()) if len(nxt) == 1 else tuple([nxt[k] for k in sorted(nxt)])
+        res = memo[key] = Pos(entries, node)
+        if len(memo) > self.STEP_MEMO:
+            memo.clear()
+        return res
 
     def run(self, pos: Pos, data: bytes) -> Pos | None:
         """State after ``data`` or None once no continuation is viable.

@@ -498,6 +498,32 @@ class CFGMatcher(HistoryMatcher):
             self._raise_invalid(token_id)
         self._push(nxt)
 
+    # ---- peeking: a token's next state without moving (the samplers' checks) ----------------
+    def peek(self, token_id: int) -> Pos | bool | None:
+        """The state ``advance(token_id)`` would move to, without moving: a :class:`Pos`, True
+        for an allowed EOS, None where advance would raise (an out-of-range id included).
+
+        A sampler checks a drawn token and, if it keeps it, advances by it: peeking then
+        :meth:`advance_to` runs the parser over the token's bytes once, and a second draw can
+        be checked while the first's result is kept."""
+        if self.terminated or not 0 <= token_id < self.compiled.vocab.size:
+            return None
+        if token_id in self.compiled._eos:
+            return True if self.pos.accepting else None
+        data = self.vocab.token_bytes(token_id)
+        return self.compiled.parser.run(self.pos, data) if data else None
+
+    def advance_to(self, peeked: Pos | bool) -> None:
+        """``advance`` by the token whose :meth:`peek` (from this state, not None) gave ``peeked``."""
+        if peeked is True:
+            self._terminate()
+        else:
+            self._push(peeked)
+
+    def completion_of(self, peeked: Pos | bool) -> int:
+        """``shortest_completion_bytes`` after advancing to ``peeked`` (0 after EOS)."""
+        return 0 if peeked is True else self.compiled.parser.shortest_completion(peeked)
+
     def is_accepting(self) -> bool:
         return not self.terminated and self.pos.accepting
 

@@ -8,7 +8,7 @@ cumulative sum for inverse-CDF draws; nothing sorts the whole vocabulary.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -400,6 +400,9 @@ def _top_p(w: np.ndarray, top_p: float) -> np.ndarray:
         k *= 8
 
 
+_UNSET = object()  # (a token not peeked yet: None is a peek's "not allowed")
+
+
 class Checker:
     """``valid(t)`` = ``matcher.check(t)`` and the budget rule, cached per (state, token).
 
@@ -428,6 +431,8 @@ class Checker:
         "_budget_free",
         "_keep",
         "_pending",
+        "_peek",
+        "_next",
     )
 
     def __init__(
@@ -455,7 +460,11 @@ class Checker:
         self._budget_free = remaining is None or (
             parts is not None and remaining - 1 >= _max_distance(parts[0])
         )
-        self._keep = keep_advanced and parts is None
+        # a matcher that can peek (grammars) keeps each checked token's next state instead:
+        # no advance and rollback per check, and commit moves to the kept state
+        self._peek = keep_advanced and parts is None and getattr(matcher, "peek", None) is not None
+        self._next: dict[int, Any] = {}
+        self._keep = keep_advanced and parts is None and not self._peek
         self._pending: int | None = None  # token the matcher is currently advanced by
 
     def settle(self) -> None:
@@ -466,6 +475,13 @@ class Checker:
 
     def commit(self, token: int) -> None:
         """Advance the matcher by the chosen ``token`` (free if it is the one kept)."""
+        if self._peek:
+            nxt = self._next.get(token)
+            if nxt is not None:
+                self.matcher.advance_to(nxt)
+            else:
+                self.matcher.advance(token)
+            return
         if self._pending == token:
             self._pending = None
             return
@@ -494,7 +510,12 @@ class Checker:
             if self.stats is not None:
                 self.stats.cache_hits += 1
             return v
-        if self._keep:
+        if self._peek:
+            nxt = self._next.get(t, _UNSET)
+            if nxt is _UNSET:
+                nxt = self._next[t] = self.matcher.peek(t)
+            v = nxt is not None
+        elif self._keep:
             v = self._advance_kept(t)
         else:
             v = self.matcher.check(t)
@@ -503,11 +524,21 @@ class Checker:
         if v and not self._budget_free:
             if self.stats is not None:
                 self.stats.budget_checks += 1
-            if not (self._fits_kept(t) if self._keep else fits(self.matcher, t, self.remaining)):
+            if self._peek:
+                ok = self.matcher.completion_of(nxt) <= self.remaining - 1
+            else:
+                ok = self._fits_kept(t) if self._keep else fits(self.matcher, t, self.remaining)
+            if not ok:
                 v = False
                 self.budget_rejected += 1
         self._verdicts[t] = v
         return v
+
+    def prime(self, t: int, peeked: Any) -> None:
+        """Take ``matcher.peek(t)`` made elsewhere this step (not yet counted: the check, when
+        the sampler makes it, is counted as usual but does not peek again)."""
+        if self._peek:
+            self._next[t] = peeked
 
     def seed(self, tokens: list[int], verdicts: list[bool], budget_rejected: int) -> None:
         """Take verdicts already reached (and counted) elsewhere for this state -- the C
@@ -528,7 +559,15 @@ class Checker:
         if v is None:
             if self.stats is not None:
                 self.stats.budget_checks += 1
-            if self._keep and self._advance_kept(t):
+            if self._peek:
+                nxt = self._next.get(t, _UNSET)
+                if nxt is _UNSET:
+                    nxt = self._next[t] = self.matcher.peek(t)
+                if nxt is None:  # (not allowed: fits raises, as it always has)
+                    v = fits(self.matcher, t, self.remaining)
+                else:
+                    v = self.matcher.completion_of(nxt) <= self.remaining - 1
+            elif self._keep and self._advance_kept(t):
                 v = self._fits_kept(t)
             else:
                 v = fits(self.matcher, t, self.remaining)

@@ -215,6 +215,8 @@ def run(
     parts = _dfa_parts(matchers[0])
     # rows of a DFA with the C extension: the fast step's checks in one C call (try_pair)
     dfa_rows = _PAIR_FAST and parts is not None and getattr(matchers[0], "_cursor", None) is not None
+    # rows of a matcher that can peek a token's next state (grammars): the fast step peeks
+    peek_rows = _PAIR_FAST and parts is None and getattr(matchers[0], "peek", None) is not None
     max_dist = _max_distance(parts[0]) if parts is not None else 0  # budget free while remaining > this
     out_buf = np.empty(Proposal.LAZY_BATCH, dtype=np.int64)
     active: list[int] | None = None  # rows alive and unfinished, recomputed when that changes
@@ -265,15 +267,39 @@ def run(
                         # a DFA row: one C call tests both draws' bits in the state's held
                         # mask, and the budget rule (once some state is beyond it) by each
                         # one's distance -- the Checker's verdicts exactly -- and, both valid,
-                        # moves the row's cursor by the first
-                        r = matchers[i]._cursor.try_pair(out_buf, rem_c) if dfa_rows else -1
-                        if r.__class__ is tuple:
-                            # accepted with Z_hat = 1: the bookkeeping of the loop's tail,
-                            # inline (this is most steps of a model that agrees; going
-                            # through the tail measured ~8% more engine time per token)
-                            t0, t1, nx = r
-                            if rem_c >= 0:
-                                stats.budget_checks += 1 if t0 == t1 else 2
+                        # moves the row's cursor by the first.  A grammar row whose two draws
+                        # are the same token (most steps of a model that agrees) peeks it once
+                        t0 = t1 = -1
+                        r = -1
+                        m = matchers[i]
+                        if dfa_rows:
+                            r = m._cursor.try_pair(out_buf, rem_c)
+                            if r.__class__ is tuple:
+                                t0, t1, nx = r
+                                bc = (1 if t0 == t1 else 2) if rem_c >= 0 else 0
+                        elif peek_rows:
+                            ta, t1 = int(out_buf[0]), int(out_buf[1])
+                            pk = m.peek(ta)
+                            pk1 = pk if t1 == ta else m.peek(t1)
+                            if (
+                                pk is not None
+                                and pk1 is not None
+                                and (
+                                    remaining is None
+                                    or (
+                                        m.completion_of(pk) < remaining
+                                        and (t1 == ta or m.completion_of(pk1) < remaining)
+                                    )
+                                )
+                            ):
+                                t0 = ta
+                                bc = 0 if remaining is None else 1 if t0 == t1 else 2
+                        if t0 >= 0:
+                            # accepted with Z_hat = 1 (awrs_sample's fast path): the Checker's
+                            # counts and the bookkeeping of the loop's tail, inline (this is
+                            # most steps of a model that agrees; going through the tail
+                            # measured ~8% more engine time per token)
+                            stats.budget_checks += bc
                             stats.checks += 1 if t0 == t1 else 2
                             stats.cache_hits += t0 == t1
                             stats.steps += 1
@@ -281,8 +307,9 @@ def run(
                             if step_method == "awrs":
                                 stats.masks_avoided += 1
                             fallback[i] = 0
-                            m = matchers[i]
-                            if nx >= 0:  # (the cursor has moved already)
+                            if not dfa_rows:
+                                m.advance_to(pk)
+                            elif nx >= 0:  # (the cursor has moved already)
                                 m.history.append(m.pos)
                                 m.pos = nx
                             else:  # EOS
@@ -311,6 +338,9 @@ def run(
                                 chk.seed(q[1], q[2], q[6])
                         else:
                             chk = Checker(matchers[i], remaining, stats, cache, keep_advanced=True)
+                            if t1 >= 0:  # (a grammar row's peeks above: not repeated, counted when used)
+                                chk.prime(ta, pk)
+                                chk.prime(t1, pk1)
                             got_d = awrs_queued(out_buf[:got].tolist(), x, mx, hm, chk, step_rejects)
                             if got_d is not None:
                                 d = Draw(got_d[0], got_d[1], got_d[2], False)
