@@ -39,6 +39,7 @@ import hashlib
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -91,9 +92,13 @@ class CompiledGrammar(CompiledConstraint):
         max_dfa_states: int = 20_000,
         view_depths: tuple[int | None, ...] = (3, None),
         split_entries: bool = True,
+        end_check: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.grammar = grammar
         self.vocab = vocab
+        # EOS also needs end_check(text) where the grammar over-approximates (a schema's
+        # validator: see constrain.schema.validate); matchers then keep their text
+        self.end_check = end_check
         self.parser = EarleyGrammar(grammar, max_dfa_states=max_dfa_states)
         self.words = bitmask_words(len(vocab))
         self.max_lexer_states = max_lexer_states
@@ -457,13 +462,49 @@ def _roots_key(roots: np.ndarray) -> tuple[bytes, int]:
 
 
 class CFGMatcher(HistoryMatcher):
-    """State = a persistent :class:`Pos` plus a stack of previous ones (rollback = pop)."""
+    """State = a persistent :class:`Pos` plus a stack of previous ones (rollback = pop).
+
+    With an ``end_check`` (an over-approximated schema) the matcher also keeps the bytes of
+    each token it advanced by (``texts``, parallel to ``history``), and EOS is allowed only
+    where the grammar accepts *and* ``end_check`` passes the whole text.
+    """
 
     def __init__(self, compiled: CompiledGrammar) -> None:
         self.compiled = compiled
         self.pos: Pos = compiled.parser.start_pos()
         self.history: list[Pos] = []
         self.terminated = False
+        self.texts: list[bytes] | None = [] if compiled.end_check is not None else None
+        self._prefix = b""  # (advance_bytes: not undoable)
+
+    def _eos_ok(self) -> bool:
+        """EOS here: the grammar accepts and, where it over-approximates, the text validates."""
+        if not self.pos.accepting:
+            return False
+        check = self.compiled.end_check
+        return check is None or check(self._prefix + b"".join(self.texts))  # type: ignore[arg-type]
+
+    def _push_token(self, new_pos: Pos, data: bytes) -> None:
+        self.history.append(self.pos)
+        self.pos = new_pos
+        if self.texts is not None:
+            self.texts.append(data)
+
+    def _terminate(self) -> None:
+        super()._terminate()
+        if self.texts is not None:
+            self.texts.append(b"")
+
+    def rollback(self, n: int = 1) -> None:
+        super().rollback(n)
+        if self.texts is not None and n:
+            del self.texts[-n:]
+
+    def copy(self) -> CFGMatcher:
+        m = super().copy()
+        m.texts = None if self.texts is None else list(self.texts)
+        m._prefix = self._prefix
+        return m  # type: ignore[return-value]
 
     def fill_mask(self, bitmask: np.ndarray) -> None:
         out = bitmask.view(np.uint32)
@@ -471,7 +512,7 @@ class CFGMatcher(HistoryMatcher):
             out[:] = 0
             return
         np.copyto(out, self.compiled.text_mask_words(self.pos))
-        if self.pos.accepting:
+        if self._eos_ok():
             out |= self.vocab.eos_mask_words
 
     def check(self, token_id: int) -> bool:
@@ -479,7 +520,7 @@ class CFGMatcher(HistoryMatcher):
         if self.terminated:
             return False
         if token_id in self.compiled._eos:
-            return self.pos.accepting
+            return self._eos_ok()
         data = self.vocab.token_bytes(token_id)
         return bool(data) and self.compiled.parser.run(self.pos, data) is not None
 
@@ -488,7 +529,7 @@ class CFGMatcher(HistoryMatcher):
         if self.terminated:
             self._raise_invalid(token_id)
         if token_id in self.compiled._eos:
-            if not self.pos.accepting:
+            if not self._eos_ok():
                 self._raise_invalid(token_id)
             self._terminate()
             return
@@ -496,7 +537,7 @@ class CFGMatcher(HistoryMatcher):
         nxt = self.compiled.parser.run(self.pos, data) if data else None
         if nxt is None:
             self._raise_invalid(token_id)
-        self._push(nxt)
+        self._push_token(nxt, data)
 
     # ---- peeking: a token's next state without moving (the samplers' checks) ----------------
     def peek(self, token_id: int) -> Pos | bool | None:
@@ -509,23 +550,23 @@ class CFGMatcher(HistoryMatcher):
         if self.terminated or not 0 <= token_id < self.compiled.vocab.size:
             return None
         if token_id in self.compiled._eos:
-            return True if self.pos.accepting else None
+            return True if self._eos_ok() else None
         data = self.vocab.token_bytes(token_id)
         return self.compiled.parser.run(self.pos, data) if data else None
 
-    def advance_to(self, peeked: Pos | bool) -> None:
-        """``advance`` by the token whose :meth:`peek` (from this state, not None) gave ``peeked``."""
+    def advance_to(self, token_id: int, peeked: Pos | bool) -> None:
+        """``advance(token_id)``, whose :meth:`peek` from this state gave ``peeked`` (not None)."""
         if peeked is True:
             self._terminate()
         else:
-            self._push(peeked)
+            self._push_token(peeked, self.vocab.token_bytes(token_id))  # type: ignore[arg-type]
 
     def completion_of(self, peeked: Pos | bool) -> int:
         """``shortest_completion_bytes`` after advancing to ``peeked`` (0 after EOS)."""
         return 0 if peeked is True else self.compiled.parser.shortest_completion(peeked)
 
     def is_accepting(self) -> bool:
-        return not self.terminated and self.pos.accepting
+        return not self.terminated and self._eos_ok()
 
     def accepts_prefix_bytes(self, data: bytes) -> bool:
         if self.terminated:
@@ -543,12 +584,20 @@ class CFGMatcher(HistoryMatcher):
         if nxt is None:
             raise ValueError(f"bytes {data!r} are not a viable continuation")
         self.pos = nxt
+        if self.texts is not None:  # (the text goes on where it is: with the last token's)
+            if self.texts:
+                self.texts[-1] += data
+            else:
+                self._prefix += data
 
     def _accepts_complete_bytes(self, data: bytes) -> bool:
         if self.terminated:
             return False
         p = self.compiled.parser.run(self.pos, data)
-        return p is not None and p.accepting
+        if p is None or not p.accepting:
+            return False
+        check = self.compiled.end_check
+        return check is None or check(self._prefix + b"".join(self.texts) + data)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"CFGMatcher(tokens={len(self.history)}, entries={len(self.pos.entries)}, terminated={self.terminated})"

@@ -19,6 +19,9 @@ def compile(constraint: Any, vocab: Vocabulary, **options: Any) -> CompiledConst
     (``constrain.grammar`` / ``constrain.gbnf``) or any object with a ``.grammar`` attribute
     holding one (``constrain.json_schema``).  A plain ``str`` is rejected on purpose: it is
     ambiguous between a regex, a grammar and a schema.
+
+    A schema compiled with over-approximations (``.warnings``) allows EOS only where the text
+    validates against the schema (``validate_end=False`` turns that off).
     """
     if not isinstance(vocab, Vocabulary):
         raise TypeError(f"vocab must be a constrain.Vocabulary, got {type(vocab).__name__}")
@@ -34,7 +37,12 @@ def compile(constraint: Any, vocab: Vocabulary, **options: Any) -> CompiledConst
     if isinstance(grammar, Grammar):
         from constrain.engine.cfg_matcher import CompiledGrammar
 
-        return CompiledGrammar(grammar, vocab, **options)
+        # an over-approximated schema: EOS only where the finished text validates
+        # (validate_end=False keeps the grammar's verdict alone)
+        end = getattr(constraint, "end_check", None)
+        check = end() if callable(end) and options.pop("validate_end", True) else None
+        options.pop("validate_end", None)
+        return CompiledGrammar(grammar, vocab, end_check=check, **options)
     if isinstance(constraint, str):
         raise ConstrainError(
             "constrain.compile got a str: wrap it as constrain.regex(...), constrain.grammar(...) "

@@ -478,7 +478,7 @@ class Checker:
         if self._peek:
             nxt = self._next.get(token)
             if nxt is not None:
-                self.matcher.advance_to(nxt)
+                self.matcher.advance_to(token, nxt)
             else:
                 self.matcher.advance(token)
             return

@@ -308,7 +308,7 @@ def run(
                                 stats.masks_avoided += 1
                             fallback[i] = 0
                             if not dfa_rows:
-                                m.advance_to(pk)
+                                m.advance_to(t0, pk)
                             elif nx >= 0:  # (the cursor has moved already)
                                 m.history.append(m.pos)
                                 m.pos = nx

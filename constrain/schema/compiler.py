@@ -41,6 +41,7 @@ from constrain.errors import (
 from constrain.schema import numbers as nm
 from constrain.schema import string_logic
 from constrain.schema import strings as sx
+from constrain.schema.validate import EndValidator
 
 TYPES = ("null", "boolean", "object", "array", "string", "number")
 _DRAFTS = {
@@ -98,11 +99,19 @@ class JsonSchemaConstraint:
     grammar: Grammar
     warnings: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
+    retrieve: Callable[[str], Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def exact(self) -> bool:
         """True when nothing was over-approximated (the grammar is exactly the schema)."""
         return not self.warnings
+
+    def end_check(self) -> EndValidator | None:
+        """What a matcher consults before allowing EOS: None for an exact schema, else the
+        schema's validator (see :mod:`constrain.schema.validate`)."""
+        if self.exact:
+            return None
+        return EndValidator(self.schema, self.options.get("draft", "2020-12"), self.retrieve)
 
 
 def _draft_of(schema: Any, draft: str | int | None) -> str:
@@ -1841,4 +1850,4 @@ def json_schema(
         warnings.warn(
             f"schema compiled with over-approximation: {notes[0]}{more}", SchemaApproximationWarning, stacklevel=2
         )
-    return JsonSchemaConstraint(raw, g, notes, opts)
+    return JsonSchemaConstraint(raw, g, notes, opts, retrieve)
