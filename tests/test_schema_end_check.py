@@ -139,3 +139,17 @@ def test_validator_edge_cases():
     # the draft decides keyword meaning: draft 4's boolean exclusiveMaximum
     d4 = EndValidator({"type": "integer", "maximum": 3, "exclusiveMaximum": True}, "4")
     assert d4(b"2") and not d4(b"3")
+
+
+def test_formats_are_asserted_at_the_end_when_the_schema_asserts_them():
+    """``format: uri-reference`` is an unknown format to the grammar (any string, warned): with
+    ``assert_format`` (the default) the end check asserts it with jsonschema's checker, without
+    it the format stays an annotation."""
+    schema = {"type": "string", "format": "uri-reference"}
+    for assert_format, want in ((True, False), (False, True)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            spec = constrain.json_schema(schema, assert_format=assert_format)
+        compiled = constrain.compile(spec, BYTES)
+        assert compiled.matcher().accepts_text('"a/b?c#d"')
+        assert compiled.matcher().accepts_text('"a b"') == want  # (a space: not a URI reference)

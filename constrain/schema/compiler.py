@@ -111,7 +111,12 @@ class JsonSchemaConstraint:
         schema's validator (see :mod:`constrain.schema.validate`)."""
         if self.exact:
             return None
-        return EndValidator(self.schema, self.options.get("draft", "2020-12"), self.retrieve)
+        return EndValidator(
+            self.schema,
+            self.options.get("draft", "2020-12"),
+            self.retrieve,
+            formats=bool(self.options.get("assert_format", True)),
+        )
 
 
 def _draft_of(schema: Any, draft: str | int | None) -> str:

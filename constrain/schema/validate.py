@@ -28,40 +28,47 @@ _VALIDATORS = {
 class EndValidator:
     """``check(data: bytes) -> bool``: does the finished document validate against ``schema``?
 
-    ``format`` is not asserted here (the grammar already enforces the formats it knows, and
-    validators treat the rest as annotations).  A schema this validator cannot load or
-    evaluate (an unresolvable remote reference, say) answers True everywhere: the grammar's
-    own verdict stands, exactly as without the check.  Verdicts are remembered for the last
-    few texts (a mask and the following EOS advance ask twice).
+    ``formats`` asserts ``format`` with ``jsonschema``'s checkers for the schema's draft (the
+    schema compiled with ``assert_format=True``, the default: formats are assertions there,
+    and the grammar only approximates most of them); otherwise ``format`` is an annotation.  A schema this
+    validator cannot load or evaluate (an unresolvable remote reference, a pattern Python's
+    ``re`` refuses) answers True everywhere: the grammar's own verdict stands, exactly as
+    without the check.  Verdicts are remembered for the last few texts (a mask and the
+    following EOS advance ask twice).
     """
 
     MEMO = 64
 
-    def __init__(self, schema: Any, draft: str, retrieve: Callable[[str], Any] | None = None) -> None:
+    def __init__(
+        self, schema: Any, draft: str, retrieve: Callable[[str], Any] | None = None, formats: bool = False
+    ) -> None:
         self.schema = schema
         self.draft = draft
         self.retrieve = retrieve
+        self.formats = formats
         self._validator: Any = None
         self._broken = False
         self._memo: OrderedDict[bytes, bool] = OrderedDict()
 
     def __getstate__(self) -> dict:
         # the jsonschema validator is rebuilt on first use (it does not pickle)
-        return {"schema": self.schema, "draft": self.draft, "retrieve": self.retrieve}
+        return {"schema": self.schema, "draft": self.draft, "retrieve": self.retrieve, "formats": self.formats}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["schema"], state["draft"], state["retrieve"])  # type: ignore[misc]
+        self.__init__(state["schema"], state["draft"], state["retrieve"], state["formats"])  # type: ignore[misc]
 
     def _load(self) -> Any:
         import jsonschema
         from referencing import Registry, Resource
 
         cls = getattr(jsonschema, _VALIDATORS.get(self.draft, "Draft202012Validator"))
-        if self.retrieve is None:
-            return cls(self.schema)
-        fetch = self.retrieve
-        registry = Registry(retrieve=lambda uri: Resource.from_contents(fetch(uri)))  # type: ignore[call-arg]
-        return cls(self.schema, registry=registry)
+        # the draft's own format checker: FormatChecker() would also apply formats of other
+        # drafts (draft 3's strptime "time" refuses a draft-4 schema's valid "12:00:00Z")
+        kw: dict[str, Any] = {"format_checker": cls.FORMAT_CHECKER} if self.formats else {}
+        if self.retrieve is not None:
+            fetch = self.retrieve
+            kw["registry"] = Registry(retrieve=lambda uri: Resource.from_contents(fetch(uri)))  # type: ignore[call-arg]
+        return cls(self.schema, **kw)
 
     def __call__(self, data: bytes) -> bool:
         got = self._memo.get(data)
