@@ -238,6 +238,7 @@ class EarleyGrammar:
         self._dist: list[list[int] | None] = [None] * nt  # per terminal: distances as a list
         self._complete_cache: dict[frozenset, Node] = {}
         self._step_memo: dict[tuple[Pos, int], Pos] = {}
+        self._lex_memo: dict[tuple[int, int, bytes], tuple[int, int]] = {}
         self._intern: dict[frozenset, Node] = {}
         self._minlen: list[int] | None = None
         self.horizon = Node()
@@ -489,17 +490,35 @@ class EarleyGrammar:
             entries = pos.entries
             if len(entries) == 1:
                 t, q, o = entries[0]
-                tab = flat[t]
-                acc = facc[t]
-                j = i
-                while j < n:
-                    q2 = tab[(q << 8) | data[j]]  # type: ignore[index]
-                    if q2 < 0:
-                        return None  # the only entry died and nothing completed: dead
-                    if acc[q2]:  # type: ignore[index]
-                        break  # a terminal may complete here: the full step
-                    q = q2
-                    j += 1
+                # a whole token's bytes from one lexer state: how far they go inside the
+                # lexeme depends on (terminal, state, bytes) alone, and inside a string or a
+                # number the state recurs token after token -- remembered
+                key = (t, q, data) if i == 0 else None
+                hit = self._lex_memo.get(key) if i == 0 else None
+                if hit is not None:
+                    j, q = hit
+                    if j < 0:
+                        return None
+                else:
+                    tab = flat[t]
+                    acc = facc[t]
+                    j = i
+                    while j < n:
+                        q2 = tab[(q << 8) | data[j]]  # type: ignore[index]
+                        if q2 < 0:
+                            j = -1
+                            break  # the only entry died and nothing completed: dead
+                        if acc[q2]:  # type: ignore[index]
+                            break  # a terminal may complete here: the full step
+                        q = q2
+                        j += 1
+                    if key is not None:
+                        memo = self._lex_memo
+                        memo[key] = (j, q)
+                        if len(memo) > self.STEP_MEMO:
+                            memo.clear()
+                    if j < 0:
+                        return None
                 if j > i:
                     pos = Pos(((t, q, o),), None)
                     i = j
