@@ -493,8 +493,8 @@ class EarleyGrammar:
                 # a whole token's bytes from one lexer state: how far they go inside the
                 # lexeme depends on (terminal, state, bytes) alone, and inside a string or a
                 # number the state recurs token after token -- remembered
-                key = (t, q, data) if i == 0 else None
-                hit = self._lex_memo.get(key) if i == 0 else None
+                key = (t, q, data) if i == 0 and n <= 64 else None  # (tokens, not long forced texts)
+                hit = self._lex_memo.get(key) if key is not None else None
                 if hit is not None:
                     j, q = hit
                     if j < 0:
