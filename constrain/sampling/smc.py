@@ -267,10 +267,10 @@ def run(
                         # a DFA row: one C call tests both draws' bits in the state's held
                         # mask, and the budget rule (once some state is beyond it) by each
                         # one's distance -- the Checker's verdicts exactly -- and, both valid,
-                        # moves the row's cursor by the first.  A grammar row whose two draws
-                        # are the same token (most steps of a model that agrees) peeks it once
+                        # moves the row's cursor by the first.  A grammar row peeks both draws
+                        # (once when they are the same token, as in most steps of a model that
+                        # agrees) and moves to the first's peeked state
                         t0 = t1 = -1
-                        r = -1
                         m = matchers[i]
                         if dfa_rows:
                             r = m._cursor.try_pair(out_buf, rem_c)
@@ -320,8 +320,6 @@ def run(
                                 done[i] = ended_eos[i] = True
                                 running -= 1
                             continue
-                        if r == -3:  # (both bits set, the budget refused one: counted as before)
-                            stats.budget_checks += 1 if out_buf[0] == out_buf[1] else 2
                         # a step with a rejection or two: awrs_sample on the queued draws,
                         # without its objects (None: it needs more than the queue)
                         if dfa_rows:  # (the same in C, with the state's verdicts and the Checker's counts)
