@@ -827,7 +827,8 @@ def test_grammar_fast_step_is_identical_to_the_checker_path(monkeypatch, method)
     """The decoding loop peeks a grammar row's two first draws and, both valid and within the
     budget, takes the first without a Checker; with that path off every step goes through the
     Checker.  Same seeds: the same tokens, weights, tokens decoded and rejections, and the same
-    checks and budget checks (the fast path counts what the Checker would)."""
+    checks, cache hits and budget checks (the fast path counts what the Checker would) -- steps
+    whose second draw is rejected and whose next draw is the first again included."""
     import constrain.sampling.smc as smc
 
     vocab = toy_vocab()
@@ -846,7 +847,9 @@ def test_grammar_fast_step_is_identical_to_the_checker_path(monkeypatch, method)
         for s in range(10):
             r = run(ToyDecoder(lm), compiled, method=method, n=3, max_new_tokens=6, seed=s)
             st_ = r.stats
-            out.append((r.tokens, r.log_weights.tolist(), st_.tokens, st_.rejections, st_.checks, st_.budget_checks))
+            out.append(
+                (r.tokens, r.log_weights.tolist(), st_.tokens, st_.rejections, st_.checks, st_.cache_hits, st_.budget_checks)
+            )
             steps += st_.steps
         return out, steps, len(made)
 

@@ -34,6 +34,7 @@ from constrain.sampling.lcd import batch_masks, lcd_sample
 from constrain.sampling.stats import SamplingStats
 
 METHODS = ("lcd", "awrs", "smc")
+_LOG2 = math.log(2)  # (log n+1 of a step with one rejection: its weight is -log 2)
 _PAIR_FAST = True  # DFA rows' one-call fast step (tests turn it off to compare with the Checker path)
 MASK_PROBE = 8  # a row on masked steps first tries AWRS again after MASK_PROBE steps,
 MASK_PROBE_MAX = 64  # then after twice as many each time a probe fails, up to this many
@@ -272,36 +273,43 @@ def run(
                         # agrees) and moves to the first's peeked state
                         t0 = t1 = -1
                         m = matchers[i]
+                        nrej = 0  # (a grammar row's step with x1 rejected, below)
                         if dfa_rows:
                             r = m._cursor.try_pair(out_buf, rem_c)
                             if r.__class__ is tuple:
                                 t0, t1, nx = r
                                 bc = (1 if t0 == t1 else 2) if rem_c >= 0 else 0
+                                nc, nh = (1, 1) if t0 == t1 else (2, 0)
                         elif peek_rows:
                             ta, t1 = int(out_buf[0]), int(out_buf[1])
                             pk = m.peek(ta)
-                            pk1 = pk if t1 == ta else m.peek(t1)
-                            if (
-                                pk is not None
-                                and pk1 is not None
-                                and (
-                                    remaining is None
-                                    or (
-                                        m.completion_of(pk) < remaining
-                                        and (t1 == ta or m.completion_of(pk1) < remaining)
-                                    )
-                                )
-                            ):
-                                t0 = ta
-                                bc = 0 if remaining is None else 1 if t0 == t1 else 2
+                            fit0 = pk is not None and (remaining is None or m.completion_of(pk) < remaining)
+                            if t1 == ta:
+                                pk1 = pk
+                                if fit0:
+                                    t0, nc, nh, bc = ta, 1, 1, int(remaining is not None)
+                            else:
+                                pk1 = m.peek(t1)
+                                if fit0 and pk1 is not None and (remaining is None or m.completion_of(pk1) < remaining):
+                                    t0, nc, nh, bc = ta, 2, 0, 0 if remaining is None else 2
+                                elif fit0 and got >= 3 and step_rejects > 1 and hm == hm and out_buf[2] == ta:
+                                    # awrs_queued's "x1 rejected" step whose walk draws x0 again
+                                    # (the usual rejection of a model that agrees: x1 was noise):
+                                    # token x0, one rejection, log Z_hat = -log 2; its checks are
+                                    # x0 and x1, then x1 and x0 again from the cache
+                                    t0, nc, nh, nrej = ta, 2, 2, 1
+                                    bc = 0 if remaining is None else 1 + (pk1 is not None)
                         if t0 >= 0:
-                            # accepted with Z_hat = 1 (awrs_sample's fast path): the Checker's
-                            # counts and the bookkeeping of the loop's tail, inline (this is
-                            # most steps of a model that agrees; going through the tail
-                            # measured ~8% more engine time per token)
+                            # accepted (awrs_sample's answer): the Checker's counts and the
+                            # bookkeeping of the loop's tail, inline (this is most steps of a
+                            # model that agrees; going through the tail measured ~8% more
+                            # engine time per token)
                             stats.budget_checks += bc
-                            stats.checks += 1 if t0 == t1 else 2
-                            stats.cache_hits += t0 == t1
+                            stats.checks += nc
+                            stats.cache_hits += nh
+                            if nrej:
+                                stats.rejections += nrej
+                                logw[i] -= _LOG2
                             stats.steps += 1
                             stats.tokens += 1
                             if step_method == "awrs":
