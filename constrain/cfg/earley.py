@@ -482,10 +482,18 @@ class EarleyGrammar:
         building a state per byte; :meth:`step` takes every byte that completes a terminal or
         starts from several entries.  :meth:`run_reference` is the byte-by-byte definition.
         """
+        n = len(data)
+        entries = pos.entries
+        if len(entries) == 1 and n <= 64:
+            # the usual token inside a string or a number: its whole run from this lexer
+            # state is remembered (below) and stays inside the lexeme
+            t, q, o = entries[0]
+            hit = self._lex_memo.get((t, q, data))
+            if hit is not None and hit[0] == n:
+                return Pos(((t, hit[1], o),), None)
         flat = self._flat
         facc = self._flat_acc
         i = 0
-        n = len(data)
         while i < n:
             entries = pos.entries
             if len(entries) == 1:

@@ -547,12 +547,14 @@ class CFGMatcher(HistoryMatcher):
         A sampler checks a drawn token and, if it keeps it, advances by it: peeking then
         :meth:`advance_to` runs the parser over the token's bytes once, and a second draw can
         be checked while the first's result is kept."""
-        if self.terminated or not 0 <= token_id < self.compiled.vocab.size:
+        c = self.compiled
+        vocab = c.vocab
+        if self.terminated or not 0 <= token_id < vocab.size:
             return None
-        if token_id in self.compiled._eos:
+        if token_id in c._eos:
             return True if self._eos_ok() else None
-        data = self.vocab.token_bytes(token_id)
-        return self.compiled.parser.run(self.pos, data) if data else None
+        data = vocab._tokens[token_id]  # (token_bytes without its call: a special token is None)
+        return c.parser.run(self.pos, data) if data else None
 
     def advance_to(self, token_id: int, peeked: Pos | bool) -> None:
         """``advance(token_id)``, whose :meth:`peek` from this state gave ``peeked`` (not None)."""
