@@ -34,6 +34,7 @@ from constrain.sampling.lcd import batch_masks, lcd_sample
 from constrain.sampling.stats import SamplingStats
 
 METHODS = ("lcd", "awrs", "smc")
+_F32 = np.dtype(np.float32)  # (numpy's builtin dtypes are singletons: an identity test)
 _LOG2 = math.log(2)  # (log n+1 of a step with one rejection: its weight is -log 2)
 _PAIR_FAST = True  # DFA rows' one-call fast step (tests turn it off to compare with the Checker path)
 MASK_PROBE = 8  # a row on masked steps first tries AWRS again after MASK_PROBE steps,
@@ -210,6 +211,7 @@ def run(
     fast = lazy and max_rejects >= 1 and not (top_p is not None and 0 < top_p < 1) and has_first_fill()
     bm_buf = np.empty(0, dtype=np.float32)  # block maxima of one row's step, reused
     limit = 0  # (the head-block limit for bm_buf's size, set with it)
+    width = -1  # (the logits' width bm_buf was made for)
     # each row's generator as first_fill's C call draws from it directly (the same raw values)
     row_src = [raw_source(r) for r in row_rng] if fast else []
     raw_logits = temp == 1.0 and top_k is None  # the decoder's rows are the proposal's logits
@@ -256,13 +258,13 @@ def run(
                 # path (token = first draw, Z_hat = 1); otherwise the proposal those draws
                 # came from is rebuilt and awrs_sample starts from the same two draws
                 x = logits[i]
-                if not (raw_logits and x.dtype == np.float32 and x.ndim == 1):
+                if not (raw_logits and x.dtype is _F32 and x.ndim == 1):
                     x = prepare_logits(x, temp, top_k)
                 if x.flags.c_contiguous:
-                    nb = -(-len(x) // Proposal.EBLOCK)
-                    if len(bm_buf) != nb:  # (first step; logits may be wider than the vocabulary)
-                        bm_buf = np.empty(nb, dtype=np.float32)
-                        limit = Proposal._limit_for(nb)
+                    if len(x) != width:  # (first step; logits may be wider than the vocabulary)
+                        width = len(x)
+                        bm_buf = np.empty(-(-width // Proposal.EBLOCK), dtype=np.float32)
+                        limit = Proposal._limit_for(len(bm_buf))
                     mx, got, hm = first_fill(x, row_src[i], bm_buf, out_buf, limit)
                     if got >= 2 and mx == mx:  # (NaN: Proposal raises below)
                         # a DFA row: one C call tests both draws' bits in the state's held
