@@ -378,6 +378,13 @@ static Py_ssize_t run_token(const DFAPart *d, Py_ssize_t s, long long t) {
     return s;
 }
 
+/* the state after text token t from s: -1 for a special token (no bytes: never text) or once
+ * dead -- DFAMatcher.advance's next state for a token that is not EOS */
+static Py_ssize_t text_step(const DFAPart *d, Py_ssize_t s, long long t) {
+    const long long *of = (const long long *)d->offs.buf;
+    return of[t] == of[t + 1] ? -1 : run_token(d, s, t);
+}
+
 /* whether token t's bit is set in a present entry (dense: one word; sparse: binary search) */
 static int entry_bit(const Entry *e, long long t) {
     long long w = t >> 5;
@@ -418,9 +425,7 @@ static PyObject *Cursor_next_state(Cursor *self, PyObject *arg) {
         return NULL;
     }
     if (is_eos(d, t)) return PyLong_FromLong(-2);
-    const long long *of = (const long long *)d->offs.buf;
-    if (self->state < 0 || of[t] == of[t + 1]) return PyLong_FromLong(-1); /* (a special token: never text) */
-    return PyLong_FromSsize_t(run_token(d, self->state, t));
+    return PyLong_FromSsize_t(self->state < 0 ? -1 : text_step(d, self->state, t));
 }
 
 /* try_pair(draws, remaining): the AWRS fast step's two checks in one call.  draws: int64,
@@ -460,7 +465,7 @@ static PyObject *Cursor_try_pair(Cursor *self, PyObject *const *args, Py_ssize_t
         return PyLong_FromLong(-3);
     Py_ssize_t nxt = -1;
     if (!is_eos(d, t0)) {
-        nxt = ((const long long *)d->offs.buf)[t0] == ((const long long *)d->offs.buf)[t0 + 1] ? -1 : run_token(d, s, t0);
+        nxt = text_step(d, s, t0);
         if (nxt < 0) return PyLong_FromLong(-1); /* a mask that disagrees with the table: let Python decide */
         self->state = nxt;
     }
@@ -474,8 +479,7 @@ static int token_ok(const MaskTable *tb, Py_ssize_t s, long long t) {
     if (e->present && (t >> 5) < tb->words) return entry_bit(e, t);
     const DFAPart *d = &tb->dfa;
     if (is_eos(d, t)) return ((const unsigned char *)d->acc.buf)[s] != 0;
-    const long long *of = (const long long *)d->offs.buf;
-    return of[t] != of[t + 1] && run_token(d, s, t) >= 0;
+    return text_step(d, s, t) >= 0;
 }
 
 /* The sampling Checker of one step, in C: verdicts cached per token (the queue holds few),

@@ -484,12 +484,15 @@ class EarleyGrammar:
         """
         n = len(data)
         entries = pos.entries
+        key = hit = None
         if len(entries) == 1 and n <= 64:
-            # the usual token inside a string or a number: its whole run from this lexer
-            # state is remembered (below) and stays inside the lexeme
+            # a whole token's bytes from one lexer state: how far they go inside the lexeme
+            # depends on (terminal, state, bytes) alone, and inside a string or a number the
+            # state recurs token after token -- remembered (tokens only, not long forced texts)
             t, q, o = entries[0]
-            hit = self._lex_memo.get((t, q, data))
-            if hit is not None and hit[0] == n:
+            key = (t, q, data)
+            hit = self._lex_memo.get(key)
+            if hit is not None and hit[0] == n:  # (the usual token: it stays inside the lexeme)
                 return Pos(((t, hit[1], o),), None)
         flat = self._flat
         facc = self._flat_acc
@@ -498,11 +501,8 @@ class EarleyGrammar:
             entries = pos.entries
             if len(entries) == 1:
                 t, q, o = entries[0]
-                # a whole token's bytes from one lexer state: how far they go inside the
-                # lexeme depends on (terminal, state, bytes) alone, and inside a string or a
-                # number the state recurs token after token -- remembered
-                key = (t, q, data) if i == 0 and n <= 64 else None  # (tokens, not long forced texts)
-                hit = self._lex_memo.get(key) if key is not None else None
+                if i:  # (only the run from the token's first state is remembered)
+                    key = hit = None
                 if hit is not None:
                     j, q = hit
                     if j < 0:

@@ -482,7 +482,11 @@ class CFGMatcher(HistoryMatcher):
         if not self.pos.accepting:
             return False
         check = self.compiled.end_check
-        return check is None or check(self._prefix + b"".join(self.texts))  # type: ignore[arg-type]
+        return check is None or check(self._text())
+
+    def _text(self) -> bytes:
+        """The bytes advanced so far (kept only under an end check)."""
+        return self._prefix + b"".join(self.texts)  # type: ignore[arg-type]
 
     def _push_token(self, new_pos: Pos, data: bytes) -> None:
         self.history.append(self.pos)
@@ -599,7 +603,7 @@ class CFGMatcher(HistoryMatcher):
         if p is None or not p.accepting:
             return False
         check = self.compiled.end_check
-        return check is None or check(self._prefix + b"".join(self.texts) + data)  # type: ignore[arg-type]
+        return check is None or check(self._text() + data)
 
     def __repr__(self) -> str:
         return f"CFGMatcher(tokens={len(self.history)}, entries={len(self.pos.entries)}, terminated={self.terminated})"

@@ -39,9 +39,9 @@ def compile(constraint: Any, vocab: Vocabulary, **options: Any) -> CompiledConst
 
         # an over-approximated schema: EOS only where the finished text validates
         # (validate_end=False keeps the grammar's verdict alone)
+        validate = options.pop("validate_end", True)
         end = getattr(constraint, "end_check", None)
-        check = end() if callable(end) and options.pop("validate_end", True) else None
-        options.pop("validate_end", None)
+        check = end() if validate and callable(end) else None
         return CompiledGrammar(grammar, vocab, end_check=check, **options)
     if isinstance(constraint, str):
         raise ConstrainError(

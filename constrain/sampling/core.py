@@ -511,9 +511,7 @@ class Checker:
                 self.stats.cache_hits += 1
             return v
         if self._peek:
-            nxt = self._next.get(t, _UNSET)
-            if nxt is _UNSET:
-                nxt = self._next[t] = self.matcher.peek(t)
+            nxt = self._peeked(t)
             v = nxt is not None
         elif self._keep:
             v = self._advance_kept(t)
@@ -533,6 +531,13 @@ class Checker:
                 self.budget_rejected += 1
         self._verdicts[t] = v
         return v
+
+    def _peeked(self, t: int) -> Any:
+        """``matcher.peek(t)``, once per token and step (primed or peeked here)."""
+        nxt = self._next.get(t, _UNSET)
+        if nxt is _UNSET:
+            nxt = self._next[t] = self.matcher.peek(t)
+        return nxt
 
     def prime(self, t: int, peeked: Any) -> None:
         """Take ``matcher.peek(t)`` made elsewhere this step (not yet counted: the check, when
@@ -560,9 +565,7 @@ class Checker:
             if self.stats is not None:
                 self.stats.budget_checks += 1
             if self._peek:
-                nxt = self._next.get(t, _UNSET)
-                if nxt is _UNSET:
-                    nxt = self._next[t] = self.matcher.peek(t)
+                nxt = self._peeked(t)
                 if nxt is None:  # (not allowed: fits raises, as it always has)
                     v = fits(self.matcher, t, self.remaining)
                 else:
