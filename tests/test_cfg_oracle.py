@@ -148,9 +148,9 @@ def test_terminals_that_are_prefixes_of_each_other_and_ignore() -> None:
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31), cuts=st.lists(st.integers(0, 200), max_size=6))
 def test_run_equals_byte_by_byte_reference(name: str, seed: int, cuts: list[int]) -> None:
-    """``run``'s lexeme fast path (no state per byte inside one lexeme) reaches the very state
-    ``run_reference`` (one ``step`` per byte) does, from any intermediate state: members and
-    mutations cut into random chunks, as tokens cut text."""
+    """``run``'s lexeme fast path (no state per byte inside one lexeme) and its memos reach the
+    very state ``run_reference`` (one ``step`` per byte) does, from any intermediate state:
+    members and mutations cut into random chunks, as tokens cut text."""
     eg = _EG.get(name)
     if eg is None:
         eg = _EG[name] = _load(name)[2]
@@ -161,7 +161,10 @@ def test_run_equals_byte_by_byte_reference(name: str, seed: int, cuts: list[int]
     bounds = sorted({0, len(s), *(c % (len(s) + 1) for c in cuts)})
     fast = slow = eg.start_pos()
     for a, b in zip(bounds, bounds[1:], strict=False):
+        prev = fast
         fast, slow = eg.run(fast, s[a:b]), eg.run_reference(slow, s[a:b])
+        again = eg.run(prev, s[a:b])  # (now from the run's memos: the same answer)
+        assert again == fast and (again is None or again.node is fast.node)
         assert (fast is None) == (slow is None)
         if fast is None:
             break

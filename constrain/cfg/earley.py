@@ -239,6 +239,7 @@ class EarleyGrammar:
         self._complete_cache: dict[frozenset, Node] = {}
         self._step_memo: dict[tuple[Pos, int], Pos] = {}
         self._lex_memo: dict[tuple[int, int, bytes], tuple[int, int]] = {}
+        self._tok_memo: dict[tuple[Pos, bytes], Pos | bool] = {}
         self._intern: dict[frozenset, Node] = {}
         self._minlen: list[int] | None = None
         self.horizon = Node()
@@ -492,8 +493,30 @@ class EarleyGrammar:
             t, q, o = entries[0]
             key = (t, q, data)
             hit = self._lex_memo.get(key)
-            if hit is not None and hit[0] == n:  # (the usual token: it stays inside the lexeme)
+            if hit is None:  # (first seen: the run below fills the lexeme memo)
+                return self._run(pos, data, n, key, hit)
+            if hit[0] == n:  # (the usual token: it stays inside the lexeme)
                 return Pos(((t, hit[1], o),), None)
+            if hit[0] < 0:  # (the entry dies inside the token: most tokens a sampler tries)
+                return None
+        # a token that ends a lexeme or starts from several entries: the whole run is a pure
+        # function of (pos, bytes) too, and structural tokens (``":"``, ``","``) recur at the
+        # same hash-consed positions -- one lookup instead of a step memo lookup per byte
+        tkey = (pos, data) if n <= 64 else None
+        if tkey is not None:
+            got = self._tok_memo.get(tkey)
+            if got is not None:
+                return got or None
+        res = self._run(pos, data, n, key, hit)
+        if tkey is not None:
+            memo = self._tok_memo
+            memo[tkey] = res or False
+            if len(memo) > self.STEP_MEMO:
+                memo.clear()
+        return res
+
+    def _run(self, pos: Pos, data: bytes, n: int, key: tuple | None, hit: tuple | None) -> Pos | None:
+        """:meth:`run` past its memos (``key``/``hit``: the lexeme memo's key and entry)."""
         flat = self._flat
         facc = self._flat_acc
         i = 0
