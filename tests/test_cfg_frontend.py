@@ -189,7 +189,7 @@ def test_shortest_completion_is_exact_on_small_grammar() -> None:
                     w2 = w + bytes([c])
                     if m.accepts_prefix_bytes(w2):
                         p = cg.parser.run(m.pos, w2)
-                        nxt.setdefault(tuple((t, q, o.uid) for t, q, o in p.entries), w2)
+                        nxt.setdefault(p.entries, w2)
             frontier = list(nxt.values())
         assert got == best, (prefix, got, best)
 

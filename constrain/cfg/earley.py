@@ -7,8 +7,11 @@ times, and samplers fork and rewind states constantly.  So the state is *persist
   origin Node)``).  Nodes are immutable once built and shared by every matcher state that
   reaches them, so copying or rolling back a matcher is copying a few references.
 * A :class:`Pos` is the state between two bytes: the live lexer *entries* ``(terminal, dfa
-  state, origin Node)`` (every terminal that may currently be in progress, for every place it
-  may have started: lexing is not greedy) and the boundary node reached at this byte, if any.
+  state, origin node uid)`` (every terminal that may currently be in progress, for every place
+  it may have started: lexing is not greedy) and the boundary node reached at this byte, if any.
+  The origin is the node's uid, not the node (:meth:`EarleyGrammar.node` maps it back): tuples
+  of ints are untracked by Python's cyclic GC, and entries are most of the objects a grammar
+  keeps (a schema's object-key position has one per property name, per byte).
 * Completing terminals at a boundary is memoised by ``{(origin node, terminal)}`` in
   :meth:`EarleyGrammar.complete`, so walking the same boundaries again (the mask walk does so
   for every token) costs a dict lookup.
@@ -122,10 +125,11 @@ class Node:
         self._views: dict[int, Node] | None = None
 
     @property
-    def fresh(self) -> tuple[tuple[int, int, Node], ...]:
-        """The lexer entries started here ``(terminal, state, self)``; built on demand, not
+    def fresh(self) -> tuple[tuple[int, int, int], ...]:
+        """The lexer entries started here ``(terminal, state, self.uid)``; built on demand, not
         stored: kept per node they were a third of the objects the cyclic GC walks."""
-        return tuple([(t, q, self) for t, q in self.key])
+        u = self.uid
+        return tuple([(t, q, u) for t, q in self.key])
 
     def full_items(self) -> list[tuple[int, int, Node]]:
         """Items with their origin nodes: ``(production, dot, origin)``."""
@@ -164,9 +168,9 @@ class Pos(NamedTuple):
 
     A named tuple rather than a frozen dataclass: the parser makes one per byte, and a frozen
     dataclass's ``__init__`` (``object.__setattr__`` per field) costs several times a tuple's.
-    Equality and hashing are the same (by entries, and by node identity)."""
+    Equality and hashing are the same (by entries, and by node identity; uids are never reused)."""
 
-    entries: tuple[tuple[int, int, Node], ...]
+    entries: tuple[tuple[int, int, int], ...]  # (terminal, state, origin node uid)
     node: Node | None
 
     @property
@@ -241,11 +245,18 @@ class EarleyGrammar:
         self._lex_memo: dict[tuple[int, int, bytes], tuple[int, int]] = {}
         self._tok_memo: dict[tuple[Pos, bytes], Pos | bool] = {}
         self._intern: dict[frozenset, Node] = {}
+        # uid -> node of every node built (entries name their origin by uid); never cleared:
+        # a live Pos may name any node, and it no longer keeps that node alive itself
+        self._nodes: dict[int, Node] = {}
         self._minlen: list[int] | None = None
         self.horizon = Node()
         self.horizon.waiting = _HorizonWaiting()
         self._view_intern: dict[frozenset, Node] = {}
         self.root = self.build_node([(self.aug_prod, 0, None)])
+
+    def node(self, uid: int) -> Node:
+        """The node an entry's origin uid names."""
+        return self._nodes[uid]
 
     # ---- terminals --------------------------------------------------------------------------
     def dfa(self, t: int) -> ByteDFA:
@@ -354,6 +365,7 @@ class EarleyGrammar:
         if len(self._intern) > 500_000:
             self._intern.clear()
         self._intern[ikey] = node
+        self._nodes[node.uid] = node
         node._set_items(items, self.prods)
         aug = self.aug_prod
         node.accepting = any(ip == aug and idot == 1 for ip, idot, _ in seen)
@@ -453,24 +465,25 @@ class EarleyGrammar:
         hit = memo.get(key)
         if hit is not None:
             return hit
-        nxt: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
+        nxt: set[tuple[int, int, int]] = set()
         done = set()
+        nodes = self._nodes
         for t, q, o in entries:
             q2 = flat[t][(q << 8) | byte]  # type: ignore[index]
             if q2 < 0:
                 continue
-            nxt[(t, q2, o.uid)] = (t, q2, o)
+            nxt.add((t, q2, o))
             if facc[t][q2]:  # type: ignore[index]
-                done.add((o, t))
+                done.add((nodes[o], t))
         node = None
         if done:
             node = self.complete(frozenset(done))
             u = node.uid
             for t, q in node.key:
-                nxt[(t, q, u)] = (t, q, node)
+                nxt.add((t, q, u))
         if not nxt:  # every entry died and nothing completed (most bytes a sampler tries)
             return _DEAD  # (not remembered: the loop above is all it costs)
-        entries = tuple(nxt.values()) if len(nxt) == 1 else tuple([nxt[k] for k in sorted(nxt)])
+        entries = tuple(nxt) if len(nxt) == 1 else tuple(sorted(nxt))
         res = memo[key] = Pos(entries, node)
         if len(memo) > self.STEP_MEMO:
             memo.clear()
@@ -630,7 +643,9 @@ class EarleyGrammar:
         b = 0 if pos.node is not None and pos.node.accepting else INF
         dists = self._dist
         ign = self.ignore_set
-        for t, q, o in pos.entries:
+        nodes = self._nodes
+        for t, q, u in pos.entries:
+            o = nodes[u]
             dl = dists[t]
             if dl is None:
                 dl = dists[t] = self.dfa(t).distances.tolist()

@@ -118,7 +118,7 @@ class CompiledGrammar(CompiledConstraint):
         self._cache_jobs = cache_jobs
         self._dkeys: dict[tuple, tuple] = {}  # lexer key -> content key
         self._digests: dict[int, bytes] = {}  # terminal -> digest of its automaton
-        # full text masks keyed by the exact lexer entries (origin nodes by identity: nodes are immutable
+        # full text masks keyed by the exact lexer entries (origin nodes by uid: nodes are immutable
         # and never reused, so equal keys mean equal states), e.g. every token inside a string
         self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._cache_masks = cache_masks
@@ -278,7 +278,7 @@ class CompiledGrammar(CompiledConstraint):
     def text_mask_words(self, pos: Pos) -> np.ndarray:
         """uint32 words of the text tokens allowed at ``pos`` (EOS not included).
 
-        Exact states (the entries themselves, origins by identity) hit ``_masks`` directly.  Otherwise the walk runs on
+        Exact states (the entries themselves, origins by uid) hit ``_masks`` directly.  Otherwise the walk runs on
         truncated views of the origins (:meth:`EarleyGrammar.view`), so it and all the work
         below it are shared by every context that looks the same within
         ``view_depths[0]`` origin levels.  The few subtrees whose tokens complete further
@@ -286,7 +286,7 @@ class CompiledGrammar(CompiledConstraint):
         completions and are finished by :meth:`_resolve` with deeper views, and at last
         with the real nodes.
         """
-        mkey = pos.entries  # (terminal, state, origin node): nodes compare by identity
+        mkey = pos.entries  # (terminal, state, origin node uid)
         hit = self._masks.get(mkey)
         if hit is not None:
             self._masks.move_to_end(mkey)
@@ -294,7 +294,8 @@ class CompiledGrammar(CompiledConstraint):
             return hit
         view = self.parser.view
         depth = self.view_depths[0]
-        views = [view(o, depth) for _, _, o in pos.entries]
+        nodes = self.parser._nodes
+        views = [view(nodes[o], depth) for _, _, o in pos.entries]
         seen: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
         for (t, q, _), v in zip(pos.entries, views, strict=True):
             seen[(t, q, v.uid)] = (t, q, v)
@@ -317,7 +318,7 @@ class CompiledGrammar(CompiledConstraint):
             out = out.copy()
             real: dict[int, dict[int, Node]] = {}  # view uid -> the real origins it stands for
             for (_, _, o), v in zip(pos.entries, views, strict=True):
-                real.setdefault(v.uid, {})[o.uid] = o
+                real.setdefault(v.uid, {})[o] = nodes[o]
             for done, chain, nodes in deferred:
                 self.stats["deferred"] += 1
                 pairs = tuple((r, t) for v, t in done for r in real[v.uid].values())
@@ -432,7 +433,7 @@ class CompiledGrammar(CompiledConstraint):
                 hit = (j.idx, j.vals, ())
             else:
                 tmp = np.zeros(self.words, dtype=np.uint32)
-                d = self._walk(tmp, y.fresh, y.key, nodes, {y.uid: nodes})
+                d = self._walk(tmp, tuple([(t, q, y) for t, q in y.key]), y.key, nodes, {y.uid: nodes})
                 chains = tuple((((frozenset(t for _, t in done),) + ch), nn) for done, ch, nn in _dedupe(d))
                 hit = (*sparsify(tmp), chains)
             self._subs[skey] = hit
