@@ -244,14 +244,16 @@ class EarleyGrammar:
         self._step_memo: dict[tuple[Pos, int], Pos] = {}
         self._lex_memo: dict[tuple[int, int, bytes], tuple[int, int]] = {}
         self._tok_memo: dict[tuple[Pos, bytes], Pos | bool] = {}
-        self._intern: dict[frozenset, Node] = {}
+        self._intern: dict[tuple[int, ...], Node] = {}
         # uid -> node of every node built (entries name their origin by uid); never cleared:
         # a live Pos may name any node, and it no longer keeps that node alive itself
         self._nodes: dict[int, Node] = {}
         self._minlen: list[int] | None = None
         self.horizon = Node()
         self.horizon.waiting = _HorizonWaiting()
-        self._view_intern: dict[frozenset, Node] = {}
+        # an item (production, dot, origin uid) coded as one int (see build_node)
+        self._code = (len(self.prods), 1 + max(len(rhs) for _, rhs in self.prods))
+        self._view_intern: dict[tuple[int, ...], Node] = {}
         self.root = self.build_node([(self.aug_prod, 0, None)])
 
     def node(self, uid: int) -> Node:
@@ -321,7 +323,8 @@ class EarleyGrammar:
         nullable = self.nullable
         by_lhs = self.by_lhs
         nt = self.n_terminals
-        seen: set[tuple[int, int, int]] = set()
+        seen: set[int] = set()
+        np_, nd = self._code
         items: list[tuple[int, int, Node]] = []
         waiting: dict[int, list[tuple[int, int, Node]]] = {}
         predicted: set[int] = set()
@@ -330,7 +333,7 @@ class EarleyGrammar:
         while work:
             it = work.pop()
             p, d, org = it
-            k = (p, d, 0 if org is node else org.uid)  # self-origin as 0: the intern key
+            k = ((0 if org is node else org.uid) * np_ + p) * nd + d  # (p, d, origin uid; self as 0) as one int
             if k in seen:
                 continue
             seen.add(k)
@@ -357,8 +360,10 @@ class EarleyGrammar:
                     work.append((p, d + 1, org))
         # hash-consing: equal item sets (self-origins as 0) are one node, so repetition through
         # left-recursive rules (array elements, object members) returns to the *same* node
-        # and every cache keyed by node identity (completions, masks) hits again
-        ikey = frozenset(seen)
+        # and every cache keyed by node identity (completions, masks) hits again.  The key is
+        # a sorted tuple of ints, not a frozenset: the cyclic GC never traverses it (a set is
+        # always tracked and visits every element; these keys were most of what it walked)
+        ikey = tuple(sorted(seen))
         old = self._intern.get(ikey)
         if old is not None:
             return old
@@ -368,7 +373,7 @@ class EarleyGrammar:
         self._nodes[node.uid] = node
         node._set_items(items, self.prods)
         aug = self.aug_prod
-        node.accepting = any(ip == aug and idot == 1 for ip, idot, _ in seen)
+        node.accepting = any(ip == aug and idot == 1 for ip, idot, _ in items)
         exp = sorted(s for s in waiting if s < nt)
         node.expected = tuple(exp)
         starts = sorted(set(exp) | self.ignore_set)
@@ -396,8 +401,9 @@ class EarleyGrammar:
                 return v
         view = self.view
         sub = tuple(view(o, k - 1) for o in node.origins)
-        seen = {(p, d, 0 if j < 0 else sub[j].uid): (p, d, j) for p, d, j in node.items}
-        ikey = frozenset(seen)
+        np_, nd = self._code
+        seen = {((0 if j < 0 else sub[j].uid) * np_ + p) * nd + d: (p, d, j) for p, d, j in node.items}
+        ikey = tuple(sorted(seen))  # (untracked by the GC, like build_node's keys)
         v = self._view_intern.get(ikey)
         if v is None:
             v = Node()
