@@ -294,8 +294,8 @@ class CompiledGrammar(CompiledConstraint):
             return hit
         view = self.parser.view
         depth = self.view_depths[0]
-        nodes = self.parser._nodes
-        views = [view(nodes[o], depth) for _, _, o in pos.entries]
+        by_uid = self.parser._nodes  # (entries name their origins by uid)
+        views = [view(by_uid[o], depth) for _, _, o in pos.entries]
         seen: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
         for (t, q, _), v in zip(pos.entries, views, strict=True):
             seen[(t, q, v.uid)] = (t, q, v)
@@ -318,7 +318,7 @@ class CompiledGrammar(CompiledConstraint):
             out = out.copy()
             real: dict[int, dict[int, Node]] = {}  # view uid -> the real origins it stands for
             for (_, _, o), v in zip(pos.entries, views, strict=True):
-                real.setdefault(v.uid, {})[o] = nodes[o]
+                real.setdefault(v.uid, {})[o] = by_uid[o]
             for done, chain, nodes in deferred:
                 self.stats["deferred"] += 1
                 pairs = tuple((r, t) for v, t in done for r in real[v.uid].values())
