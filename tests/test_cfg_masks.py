@@ -64,6 +64,37 @@ def test_toy_vocab_masks_match_brute_force_on_random_walks(name: str, split: boo
     assert states > 30
 
 
+# an object whose key position offers many literal keys (as a schema's properties do), nested,
+# so the same set of key entries recurs under different origins: the remembered OR of their
+# in-lexeme walks is reused there, and the few keys a token can finish are walked again
+KEYS_GRAMMAR = r"""
+start: value
+value: obj | arr | "1" | "true"
+obj: "{" (pair ("," pair)*)? "}"
+arr: "[" (value ("," value)*)? "]"
+pair: key ":" value
+key: "\"a\"" | "\"ab\"" | "\"abc\"" | "\"b\"" | "\"ba\"" | "\"c\"" | "\"ca\"" | "\"x_1\"" | "\"y\""
+"""
+
+
+def test_many_literal_entries_masks_match_brute_force_and_reuse_the_union() -> None:
+    vocab = _toy_vocab()
+    cg = CompiledGrammar(constrain.grammar(KEYS_GRAMMAR), vocab)
+    rng = random.Random(5)
+    for walk in range(12):
+        m = cg.matcher()
+        for step in range(25):
+            _compare(m, f"keys walk {walk} step {step}")
+            allowed = m.allowed_tokens()
+            if not len(allowed):
+                break
+            m.advance(int(rng.choice(allowed.tolist())))
+            if m.is_terminated():
+                break
+    # (the OR of the key entries was found in the cache under other origins)
+    assert cg.stats["union_hits"] > 0
+
+
 def _reachable_states(cg: CompiledGrammar, vocab: Vocabulary, rng: random.Random, n: int):
     """Matchers after a random prefix of the tokenisation of a random member."""
     eg = cg.parser

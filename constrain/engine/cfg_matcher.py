@@ -140,6 +140,7 @@ class CompiledGrammar(CompiledConstraint):
             "view_hits": 0,
             "split_lexers": 0,
             "deferred": 0,
+            "union_hits": 0,
         }
         # origin levels seen by a mask walk, then by the retries of what it deferred; the
         # last entry must be None (the real nodes, see EarleyGrammar.view)
@@ -148,6 +149,9 @@ class CompiledGrammar(CompiledConstraint):
         self.view_depths = view_depths
         self._vmasks: OrderedDict[tuple, tuple[np.ndarray, tuple]] = OrderedDict()
         self._subs: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple]] = OrderedDict()
+        # (entries' content key, trie roots) -> the OR of their in-lexeme walks, and which
+        # entries reach a lexeme boundary there (see _walk_apart)
+        self._unions: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple[int, ...]]] = OrderedDict()
 
     def matcher(self) -> CFGMatcher:
         return CFGMatcher(self)
@@ -373,12 +377,13 @@ class CompiledGrammar(CompiledConstraint):
         it, and a second visit drops those (marked in ``self._mark`` with a fresh
         generation).  The first visit, by far the most common, costs one dict store.
         """
-        lx = None if (self.split_entries and len(key) > 1) else self.lexer(key)
+        if self.split_entries and len(key) > 1:
+            return self._walk_apart(out, entries, key, roots, visited)
+        lx = self.lexer(key)
         if lx is None:
-            # entries walked apart (split_entries, or a product too big): halves on their
-            # own, recursively.  Exact: the item set completed from a union of (origin,
-            # terminal) pairs is the union of the item sets, so its continuations are the
-            # union of theirs too
+            # a product too big: halves on their own, recursively.  Exact: the item set
+            # completed from a union of (origin, terminal) pairs is the union of the item
+            # sets, so its continuations are the union of theirs too
             h = len(entries) // 2
             d = self._walk(out, entries[:h], key[:h], roots, visited)
             return d + self._walk(out, entries[h:], key[h:], roots, visited)
@@ -411,6 +416,51 @@ class CompiledGrammar(CompiledConstraint):
                 visited[y.uid] = np.concatenate((prev, nodes))
             for ch, nn in self._subtree(out, y, nodes):
                 deferred.append((done, ch, nn))
+        return deferred
+
+    def _walk_apart(self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, np.ndarray]) -> list:
+        """:meth:`_walk` of each entry on its own, ORed (exact, as for the halves above).
+
+        What an entry's walk adds *inside* its lexeme depends only on its automaton and
+        ``roots``, so the OR of that part over all entries is remembered by the entries'
+        content key: at an object's key position a schema offers every property name, one
+        literal entry each (hundreds in the heaviest JSONSchemaBench schemas), and walking
+        them one by one cost ~30 us of Python per entry on every mask that missed the mask
+        caches, although their walks were cached.  Only the entries whose walk reaches a
+        lexeme boundary below ``roots`` (few: a token must hold a whole property name) need
+        the parser, so only they are walked again, each on its own.
+        """
+        rk = _roots_key(roots)
+        ukey = (self.content_key(key), rk)
+        u = self._unions.get(ukey)
+        if u is None:
+            tmp = np.zeros(self.words, dtype=np.uint32)
+            rest = []
+            for e in range(len(key)):
+                k1 = key[e : e + 1]
+                lx = self.lexer(k1)
+                if lx is None:  # (too big alone: left to _walk, which splits no further)
+                    rest.append(e)
+                    continue
+                if lx.start < 0:
+                    continue
+                j = self.job((self.content_key(k1), rk), lx, roots)
+                if len(j.idx):
+                    or_sparse(tmp, j.idx, j.vals)
+                if j.bnd:
+                    rest.append(e)
+            u = (*sparsify(tmp), tuple(rest))
+            self._unions[ukey] = u
+            if len(self._unions) > self._cache_jobs:
+                self._unions.popitem(last=False)
+        else:
+            self._unions.move_to_end(ukey)
+            self.stats["union_hits"] += 1
+        if len(u[0]):
+            or_sparse(out, u[0], u[1])
+        deferred: list = []
+        for e in u[2]:
+            deferred += self._walk(out, entries[e : e + 1], key[e : e + 1], roots, visited)
         return deferred
 
     def _subtree(self, out: np.ndarray, y: Node, nodes: np.ndarray) -> tuple:
