@@ -19,7 +19,9 @@ part):
    whose completions reach past the horizon (``"}}]``) raise :class:`HorizonReached` and are
    *deferred*: :meth:`CompiledGrammar._resolve` finishes them with the real nodes.
 5. By default every lexer entry is walked on its own and the results ORed (the item set of a
-   union of completions is the union, so this is exact); with ``split_entries=False`` the
+   union of completions is the union, so this is exact; the OR of their in-lexeme parts is
+   remembered by the entries' content key, and only entries reaching a lexeme boundary are
+   walked again, see :meth:`CompiledGrammar._walk_apart`); with ``split_entries=False`` the
    entries share one walk with their product lexer, and a product over ``max_lexer_states``
    still never fails a mask: the walk splits the entries and ORs the halves.
 
