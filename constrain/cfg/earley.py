@@ -107,7 +107,6 @@ class Node:
         "key",
         "_need",
         "_best",
-        "_views",
     )
 
     def __init__(self) -> None:
@@ -124,7 +123,6 @@ class Node:
         self.key: tuple[tuple[int, int], ...] = ()
         self._need: dict[int, int] | None = None
         self._best: int | None = None
-        self._views: dict[int, Node] | None = None
 
     @property
     def fresh(self) -> tuple[tuple[int, int, int], ...]:
@@ -249,6 +247,10 @@ class EarleyGrammar:
         # an item (production, dot, origin uid) coded as one int (see build_node)
         self._code = (len(self.prods), 1 + max(len(rhs) for _, rhs in self.prods))
         self._view_intern: dict[tuple[int, ...], Node] = {}
+        # depth -> {node uid: its view}: a few grammar-wide dicts, not one per node (a dict
+        # naming a Node is tracked by the cyclic GC; per node they were a sixth of the
+        # objects left tracked once states and memo keys became int tuples)
+        self._views: dict[int, dict[int, Node]] = {}
         self.root = self.build_node([(self.aug_prod, 0, None)])
 
     def node(self, uid: int) -> Node:
@@ -396,11 +398,11 @@ class EarleyGrammar:
         """
         if k <= 0 or node is self.horizon:
             return self.horizon
-        views = node._views
+        views = self._views.get(k)
         if views is None:
-            views = node._views = {}
+            views = self._views[k] = {}
         else:
-            v = views.get(k)
+            v = views.get(node.uid)
             if v is not None:
                 return v
         view = self.view
@@ -417,8 +419,10 @@ class EarleyGrammar:
             v.key = node.key
             if len(self._view_intern) > 500_000:
                 self._view_intern.clear()
+                self._views.clear()  # (it keeps views of views alive too)
+                views = self._views[k] = {}
             self._view_intern[ikey] = v
-        views[k] = v
+        views[node.uid] = v
         return v
 
     def complete(self, done: Collection[tuple[Node, int]]) -> Node:
