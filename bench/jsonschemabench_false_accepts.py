@@ -47,7 +47,7 @@ def decide(compiled, text: str) -> tuple[bool, bool]:
     g = compiled.matcher()
     try:
         g.advance_bytes(text.encode())
-        grammar = g.pos.accepting
+        grammar = compiled.parser.accepting(g.pos)
     except ValueError:
         grammar = False
     return grammar, compiled.matcher().accepts_text(text)

@@ -110,8 +110,8 @@ def test_view_is_hash_consed_and_raises_past_its_horizon() -> None:
     p2 = eg.run(eg.start_pos(), b'[{"x": [{"b": {"c": 1')
     assert p1 is not None and p2 is not None
     num = eg.term_index[next(n for n in eg.term_names if "NUMBER" in n)]
-    (o1,) = {eg.node(o) for t, _, o in p1.entries if t == num}  # where the number started
-    (o2,) = {eg.node(o) for t, _, o in p2.entries if t == num}
+    (o1,) = {eg.node(o) for t, _, o in p1[0] if t == num}  # where the number started
+    (o2,) = {eg.node(o) for t, _, o in p2[0] if t == num}
     assert o1 is not o2  # different real contexts...
     assert eg.view(o1, 2) is eg.view(o2, 2)  # ...that look the same two levels deep
     assert eg.view(o1, 8) is not eg.view(o2, 8)

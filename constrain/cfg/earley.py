@@ -6,15 +6,17 @@ times, and samplers fork and rewind states constantly.  So the state is *persist
 * A :class:`Node` is an Earley item set at a lexeme boundary (items are ``(production, dot,
   origin Node)``).  Nodes are immutable once built and shared by every matcher state that
   reaches them, so copying or rolling back a matcher is copying a few references.
-* A :class:`Pos` is the state between two bytes: the live lexer *entries* ``(terminal, dfa
-  state, origin node uid)`` (every terminal that may currently be in progress, for every place
-  it may have started: lexing is not greedy) and the boundary node reached at this byte, if any.
-  The origin is the node's uid, not the node (:meth:`EarleyGrammar.node` maps it back): tuples
-  of ints are untracked by Python's cyclic GC, and entries are most of the objects a grammar
-  keeps (a schema's object-key position has one per property name, per byte).
-* Completing terminals at a boundary is memoised by ``{(origin node, terminal)}`` in
-  :meth:`EarleyGrammar.complete`, so walking the same boundaries again (the mask walk does so
-  for every token) costs a dict lookup.
+* A :data:`Pos` is the state between two bytes, a plain tuple ``(entries, node uid)``: the live
+  lexer *entries* ``(terminal, dfa state, origin node uid)`` (every terminal that may currently
+  be in progress, for every place it may have started: lexing is not greedy) and the uid of the
+  boundary node reached at this byte, or 0.  Nodes are named by uid, not held
+  (:meth:`EarleyGrammar.node` maps a uid back): a tuple of ints is untracked by Python's
+  cyclic GC, and states are most of the objects a grammar keeps (in the memos below, in
+  matcher histories; a schema's object-key position has one entry per property name, per
+  byte).
+* Completing terminals at a boundary is memoised by ``{(origin node, terminal)}`` (coded as
+  ints) in :meth:`EarleyGrammar.complete`, so walking the same boundaries again (the mask
+  walk does so for every token) costs a dict lookup.
 
 ``%ignore`` terminals are started at every boundary; completing one returns to its origin
 node unchanged (ignored text is invisible to the grammar), so they may occur between any two
@@ -26,7 +28,7 @@ ambiguity, empty alternatives.
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple
+from collections.abc import Collection
 
 import numpy as np
 
@@ -105,7 +107,6 @@ class Node:
         "key",
         "_need",
         "_best",
-        "_views",
     )
 
     def __init__(self) -> None:
@@ -122,7 +123,6 @@ class Node:
         self.key: tuple[tuple[int, int], ...] = ()
         self._need: dict[int, int] | None = None
         self._best: int | None = None
-        self._views: dict[int, Node] | None = None
 
     @property
     def fresh(self) -> tuple[tuple[int, int, int], ...]:
@@ -163,26 +163,17 @@ class Node:
         return f"Node(uid={self.uid}, items={len(self.items)}, accepting={self.accepting})"
 
 
-class Pos(NamedTuple):
-    """State between two bytes: live lexer entries and the boundary node reached here (or None).
+# State between two bytes: ``(entries, node uid)``, the live lexer entries ``(terminal, state,
+# origin node uid)`` and the uid of the boundary node reached here (0: none; uids start at 1).
+# A plain tuple of ints, not a named tuple: only exact tuples are ever untracked by the cyclic
+# GC, and a tuple naming a Node object is tracked too.  As a named tuple (holding the node)
+# every state in the step and token memos, their keys and the matchers' histories was walked
+# by each collection -- with the keys, half of what a grammar left on the heap.  Equality and
+# hashing are unchanged (uids are never reused).  :meth:`EarleyGrammar.accepting`,
+# :meth:`EarleyGrammar.viable` and :meth:`EarleyGrammar.node` read it.
+Pos = tuple[tuple[tuple[int, int, int], ...], int]
 
-    A named tuple rather than a frozen dataclass: the parser makes one per byte, and a frozen
-    dataclass's ``__init__`` (``object.__setattr__`` per field) costs several times a tuple's.
-    Equality and hashing are the same (by entries, and by node identity; uids are never reused)."""
-
-    entries: tuple[tuple[int, int, int], ...]  # (terminal, state, origin node uid)
-    node: Node | None
-
-    @property
-    def viable(self) -> bool:
-        return bool(self.entries) or (self.node is not None and self.node.accepting)
-
-    @property
-    def accepting(self) -> bool:
-        return self.node is not None and self.node.accepting
-
-
-_DEAD = Pos((), None)
+_DEAD: Pos = ((), 0)
 
 
 class EarleyGrammar:
@@ -240,7 +231,9 @@ class EarleyGrammar:
         self._flat: list[memoryview | None] = [None] * nt
         self._flat_acc: list[memoryview | None] = [None] * nt
         self._dist: list[list[int] | None] = [None] * nt  # per terminal: distances as a list
-        self._complete_cache: dict[frozenset, Node] = {}
+        # keys: completions coded as ints (see complete); memo keys and values: Pos tuples.
+        # All of them plain ints and int tuples, which the cyclic GC stops tracking
+        self._complete_cache: dict[int | tuple[int, ...], Node] = {}
         self._step_memo: dict[tuple[Pos, int], Pos] = {}
         self._lex_memo: dict[tuple[int, int, bytes], tuple[int, int]] = {}
         self._tok_memo: dict[tuple[Pos, bytes], Pos | bool] = {}
@@ -254,11 +247,24 @@ class EarleyGrammar:
         # an item (production, dot, origin uid) coded as one int (see build_node)
         self._code = (len(self.prods), 1 + max(len(rhs) for _, rhs in self.prods))
         self._view_intern: dict[tuple[int, ...], Node] = {}
+        # depth -> {node uid: its view}: a few grammar-wide dicts, not one per node (a dict
+        # naming a Node is tracked by the cyclic GC; per node they were a sixth of the
+        # objects left tracked once states and memo keys became int tuples)
+        self._views: dict[int, dict[int, Node]] = {}
         self.root = self.build_node([(self.aug_prod, 0, None)])
 
     def node(self, uid: int) -> Node:
-        """The node an entry's origin uid names."""
+        """The node an entry's origin uid (or a :data:`Pos`'s node uid) names."""
         return self._nodes[uid]
+
+    def accepting(self, pos: Pos) -> bool:
+        """Whether the document may end at ``pos`` (its boundary node accepts)."""
+        u = pos[1]
+        return bool(u) and self._nodes[u].accepting
+
+    def viable(self, pos: Pos) -> bool:
+        """Whether ``pos`` has a continuation or may end here (not dead)."""
+        return bool(pos[0]) or self.accepting(pos)
 
     # ---- terminals --------------------------------------------------------------------------
     def dfa(self, t: int) -> ByteDFA:
@@ -392,11 +398,11 @@ class EarleyGrammar:
         """
         if k <= 0 or node is self.horizon:
             return self.horizon
-        views = node._views
+        views = self._views.get(k)
         if views is None:
-            views = node._views = {}
+            views = self._views[k] = {}
         else:
-            v = views.get(k)
+            v = views.get(node.uid)
             if v is not None:
                 return v
         view = self.view
@@ -413,13 +419,28 @@ class EarleyGrammar:
             v.key = node.key
             if len(self._view_intern) > 500_000:
                 self._view_intern.clear()
+                self._views.clear()  # (it keeps views of views alive too)
+                views = self._views[k] = {}
             self._view_intern[ikey] = v
-        views[k] = v
+        views[node.uid] = v
         return v
 
-    def complete(self, done: frozenset) -> Node:
-        """The node after terminals complete: ``done`` is ``{(origin node, terminal id)}``."""
-        hit = self._complete_cache.get(done)
+    def complete(self, done: Collection[tuple[Node, int]]) -> Node:
+        """The node after terminals complete: ``done`` holds ``(origin node, terminal id)``
+        pairs (any collection; repeats are fine)."""
+        # memoised by the pairs coded as ints ``uid * n_terminals + terminal`` (one int for
+        # one pair, the usual case; else a sorted tuple): untracked by the cyclic GC, unlike
+        # the frozensets of (node, terminal) tuples this cache was keyed by (a set is always
+        # tracked, and so is every tuple naming a Node).  A key holds uids, not nodes, so it
+        # does not keep a view alive; uids are never reused, so a stale key never matches
+        nt = self.n_terminals
+        if len(done) == 1:
+            for o, t in done:
+                key: int | tuple[int, ...] = o.uid * nt + t
+        else:
+            codes = {o.uid * nt + t for o, t in done}
+            key = codes.pop() if len(codes) == 1 else tuple(sorted(codes))
+        hit = self._complete_cache.get(key)
         if hit is not None:
             if hit is self.horizon:  # remembered: this completion reaches past a view
                 raise HorizonReached
@@ -439,29 +460,29 @@ class EarleyGrammar:
             try:
                 node = self.build_node(seeds)
             except HorizonReached:
-                self._complete_cache[done] = self.horizon
+                self._complete_cache[key] = self.horizon
                 raise
         if len(self._complete_cache) > 200_000:
             self._complete_cache.clear()
-        self._complete_cache[done] = node
+        self._complete_cache[key] = node
         return node
 
     # ---- byte steps --------------------------------------------------------------------------
     def start_pos(self) -> Pos:
-        return Pos(self.root.fresh, self.root)
+        return (self.root.fresh, self.root.uid)
 
     def step(self, pos: Pos, byte: int) -> Pos:
         """The state after one more byte (possibly dead: no entries and not accepting)."""
         flat = self._flat
         facc = self._flat_acc
-        entries = pos.entries
+        entries = pos[0]
         if len(entries) == 1:  # inside one lexeme, the usual case: no dict, no sort
             t, q, o = entries[0]
             q2 = flat[t][(q << 8) | byte]  # type: ignore[index]
             if q2 < 0:
                 return _DEAD
             if not facc[t][q2]:  # type: ignore[index]
-                return Pos(((t, q2, o),), None)
+                return (((t, q2, o),), 0)
         # a step that completes terminals or starts from several entries is a pure function
         # of (pos, byte) and costs a dozen dict/set/sort operations: remembered.  Nodes are
         # hash-consed, so structural positions (after a key, between array items) recur
@@ -472,7 +493,7 @@ class EarleyGrammar:
         if hit is not None:
             return hit
         nxt: set[tuple[int, int, int]] = set()
-        done = set()
+        done: set[tuple[Node, int]] = set()
         nodes = self._nodes
         for t, q, o in entries:
             q2 = flat[t][(q << 8) | byte]  # type: ignore[index]
@@ -481,16 +502,16 @@ class EarleyGrammar:
             nxt.add((t, q2, o))
             if facc[t][q2]:  # type: ignore[index]
                 done.add((nodes[o], t))
-        node = None
+        u = 0
         if done:
-            node = self.complete(frozenset(done))
+            node = self.complete(done)
             u = node.uid
             for t, q in node.key:
                 nxt.add((t, q, u))
         if not nxt:  # every entry died and nothing completed (most bytes a sampler tries)
             return _DEAD  # (not remembered: the loop above is all it costs)
         entries = tuple(nxt) if len(nxt) == 1 else tuple(sorted(nxt))
-        res = memo[key] = Pos(entries, node)
+        res = memo[key] = (entries, u)
         if len(memo) > self.STEP_MEMO:
             memo.clear()
         return res
@@ -503,7 +524,7 @@ class EarleyGrammar:
         starts from several entries.  :meth:`run_reference` is the byte-by-byte definition.
         """
         n = len(data)
-        entries = pos.entries
+        entries = pos[0]
         key = hit = None
         if len(entries) == 1 and n <= 64:
             # a whole token's bytes from one lexer state: how far they go inside the lexeme
@@ -515,7 +536,7 @@ class EarleyGrammar:
             if hit is None:  # (first seen: the run below fills the lexeme memo)
                 return self._run(pos, data, n, key, hit)
             if hit[0] == n:  # (the usual token: it stays inside the lexeme)
-                return Pos(((t, hit[1], o),), None)
+                return (((t, hit[1], o),), 0)
             if hit[0] < 0:  # (the entry dies inside the token: most tokens a sampler tries)
                 return None
         # a token that ends a lexeme or starts from several entries: the whole run is a pure
@@ -540,7 +561,7 @@ class EarleyGrammar:
         facc = self._flat_acc
         i = 0
         while i < n:
-            entries = pos.entries
+            entries = pos[0]
             if len(entries) == 1:
                 t, q, o = entries[0]
                 if i:  # (only the run from the token's first state is remembered)
@@ -570,12 +591,12 @@ class EarleyGrammar:
                     if j < 0:
                         return None
                 if j > i:
-                    pos = Pos(((t, q, o),), None)
+                    pos = (((t, q, o),), 0)
                     i = j
                     if i == n:
                         break
             pos = self.step(pos, data[i])
-            if not pos.viable:
+            if not pos[0] and not self.accepting(pos):  # (viable, inlined)
                 return None
             i += 1
         return pos
@@ -584,7 +605,7 @@ class EarleyGrammar:
         """:meth:`run` one :meth:`step` per byte (the obviously correct version; tests compare)."""
         for b in data:
             pos = self.step(pos, b)
-            if not pos.viable:
+            if not self.viable(pos):
                 return None
         return pos
 
@@ -646,11 +667,12 @@ class EarleyGrammar:
     def shortest_completion(self, pos: Pos) -> int:
         # (the samplers' budget rule calls this for every token they check: plain lists and
         # the node's own need table, not numpy scalars and method calls, per entry)
-        b = 0 if pos.node is not None and pos.node.accepting else INF
+        entries, u = pos
+        nodes = self._nodes
+        b = 0 if u and nodes[u].accepting else INF
         dists = self._dist
         ign = self.ignore_set
-        nodes = self._nodes
-        for t, q, u in pos.entries:
+        for t, q, u in entries:
             o = nodes[u]
             dl = dists[t]
             if dl is None:

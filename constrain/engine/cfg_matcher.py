@@ -292,7 +292,7 @@ class CompiledGrammar(CompiledConstraint):
         completions and are finished by :meth:`_resolve` with deeper views, and at last
         with the real nodes.
         """
-        mkey = pos.entries  # (terminal, state, origin node uid)
+        mkey = pos[0]  # (terminal, state, origin node uid)
         hit = self._masks.get(mkey)
         if hit is not None:
             self._masks.move_to_end(mkey)
@@ -301,9 +301,9 @@ class CompiledGrammar(CompiledConstraint):
         view = self.parser.view
         depth = self.view_depths[0]
         by_uid = self.parser._nodes  # (entries name their origins by uid)
-        views = [view(by_uid[o], depth) for _, _, o in pos.entries]
+        views = [view(by_uid[o], depth) for _, _, o in mkey]
         seen: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
-        for (t, q, _), v in zip(pos.entries, views, strict=True):
+        for (t, q, _), v in zip(mkey, views, strict=True):
             seen[(t, q, v.uid)] = (t, q, v)
         vkey = tuple(seen)
         vhit = self._vmasks.get(vkey)
@@ -323,19 +323,20 @@ class CompiledGrammar(CompiledConstraint):
         if deferred:
             out = out.copy()
             real: dict[int, dict[int, Node]] = {}  # view uid -> the real origins it stands for
-            for (_, _, o), v in zip(pos.entries, views, strict=True):
+            for (_, _, o), v in zip(mkey, views, strict=True):
                 real.setdefault(v.uid, {})[o] = by_uid[o]
-            for done, chain, nodes in deferred:
+            for done, chain, nodes in deferred:  # (done: (view uid, terminal) pairs)
                 self.stats["deferred"] += 1
-                pairs = tuple((r, t) for v, t in done for r in real[v.uid].values())
+                pairs = [(r, t) for vu, t in done for r in real[vu].values()]
                 self._resolve(out, pairs, chain, nodes, 1)
         self._masks[mkey] = out
         if len(self._masks) > self._cache_masks:
             self._masks.popitem(last=False)
         return out
 
-    def _resolve(self, out: np.ndarray, pairs: tuple, chain: tuple, nodes: np.ndarray, level: int) -> None:
-        """OR in a deferred subtree: complete ``pairs`` (real origin, terminal), then ``chain``.
+    def _resolve(self, out: np.ndarray, pairs: list, chain: tuple, nodes: np.ndarray, level: int) -> None:
+        """OR in a deferred subtree: complete ``pairs`` (real origin, terminal), then ``chain``
+        (a tuple of sorted terminal tuples).
 
         Tried on views ``view_depths[level:]`` deep in turn (shared across contexts like
         the first walk), the real nodes last (``None``: no horizon).  Each retry's chain is
@@ -348,11 +349,11 @@ class CompiledGrammar(CompiledConstraint):
             depth = depths[level]
             try:
                 if depth is None:
-                    y = complete(frozenset(pairs))
+                    y = complete(pairs)
                 else:
-                    y = complete(frozenset((view(r, depth), t) for r, t in pairs))
+                    y = complete([(view(r, depth), t) for r, t in pairs])
                 for ts in chain:
-                    y = complete(frozenset((y, t) for t in ts))
+                    y = complete([(y, t) for t in ts])
             except HorizonReached:
                 level += 1
                 continue
@@ -369,9 +370,12 @@ class CompiledGrammar(CompiledConstraint):
         """OR into ``out`` the tokens viable below ``roots`` when ``entries`` start there.
 
         Returns the deferred subtrees ``(done, chain, trie nodes)``: completing ``done``
-        here, then each terminal set of ``chain`` in turn, needs an item set beyond the
-        horizon of a view (:class:`HorizonReached`), so the caller must finish them with
-        real nodes.
+        (sorted ``(origin uid, terminal)`` pairs) here, then each terminal set of ``chain``
+        in turn, needs an item set beyond the horizon of a view (:class:`HorizonReached`),
+        so the caller must finish them with real nodes.  Uids and sorted int tuples rather
+        than frozensets of ``(node, terminal)``: deferred items are kept in the mask caches,
+        and ints and int tuples are untracked by the cyclic GC (sets and tuples naming a
+        node never are).
 
         Reaching the same parser node at the same trie node twice (a run of ignored spaces
         ends at every depth) would walk the same subtree again, exponentially often; so
@@ -398,11 +402,11 @@ class CompiledGrammar(CompiledConstraint):
         complete = self.parser.complete
         deferred: list = []
         for s, nodes in j.bnd:
-            done = frozenset((entries[e][2], entries[e][0]) for e in lx.completing[s])
+            done = [(entries[e][2], entries[e][0]) for e in lx.completing[s]]
             try:
                 y = complete(done)
             except HorizonReached:
-                deferred.append((done, (), nodes))
+                deferred.append((_uid_pairs(done), (), nodes))
                 continue
             if not y.key:
                 continue
@@ -417,7 +421,7 @@ class CompiledGrammar(CompiledConstraint):
                     continue
                 visited[y.uid] = np.concatenate((prev, nodes))
             for ch, nn in self._subtree(out, y, nodes):
-                deferred.append((done, ch, nn))
+                deferred.append((_uid_pairs(done), ch, nn))
         return deferred
 
     def _walk_apart(self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, np.ndarray]) -> list:
@@ -486,7 +490,7 @@ class CompiledGrammar(CompiledConstraint):
             else:
                 tmp = np.zeros(self.words, dtype=np.uint32)
                 d = self._walk(tmp, tuple([(t, q, y) for t, q in y.key]), y.key, nodes, {y.uid: nodes})
-                chains = tuple((((frozenset(t for _, t in done),) + ch), nn) for done, ch, nn in _dedupe(d))
+                chains = tuple(((tuple(sorted({t for _, t in done})),) + ch, nn) for done, ch, nn in _dedupe(d))
                 hit = (*sparsify(tmp), chains)
             self._subs[skey] = hit
             if len(self._subs) > self._cache_jobs:
@@ -497,6 +501,11 @@ class CompiledGrammar(CompiledConstraint):
         if len(hit[0]):
             or_sparse(out, hit[0], hit[1])
         return hit[2]
+
+
+def _uid_pairs(done: list[tuple[Node, int]]) -> tuple[tuple[int, int], ...]:
+    """``done`` as sorted ``(origin uid, terminal)`` pairs: a canonical, GC-untracked key."""
+    return tuple(sorted({(o.uid, t) for o, t in done}))
 
 
 def _dedupe(deferred: list) -> tuple:
@@ -515,7 +524,8 @@ def _roots_key(roots: np.ndarray) -> tuple[bytes, int]:
 
 
 class CFGMatcher(HistoryMatcher):
-    """State = a persistent :class:`Pos` plus a stack of previous ones (rollback = pop).
+    """State = a persistent ``Pos`` (:mod:`constrain.cfg.earley`) plus a stack of previous
+    ones (rollback = pop).
 
     With an ``end_check`` (an over-approximated schema) the matcher also keeps the bytes of
     each token it advanced by (``texts``, parallel to ``history``), and EOS is allowed only
@@ -532,7 +542,7 @@ class CFGMatcher(HistoryMatcher):
 
     def _eos_ok(self) -> bool:
         """EOS here: the grammar accepts and, where it over-approximates, the text validates."""
-        if not self.pos.accepting:
+        if not self.compiled.parser.accepting(self.pos):
             return False
         check = self.compiled.end_check
         return check is None or check(self._text())
@@ -598,7 +608,7 @@ class CFGMatcher(HistoryMatcher):
 
     # ---- peeking: a token's next state without moving (the samplers' checks) ----------------
     def peek(self, token_id: int) -> Pos | bool | None:
-        """The state ``advance(token_id)`` would move to, without moving: a :class:`Pos`, True
+        """The state ``advance(token_id)`` would move to, without moving: a ``Pos``, True
         for an allowed EOS, None where advance would raise (an out-of-range id included).
 
         A sampler checks a drawn token and, if it keeps it, advances by it: peeking then
@@ -653,10 +663,10 @@ class CFGMatcher(HistoryMatcher):
         if self.terminated:
             return False
         p = self.compiled.parser.run(self.pos, data)
-        if p is None or not p.accepting:
+        if p is None or not self.compiled.parser.accepting(p):
             return False
         check = self.compiled.end_check
         return check is None or check(self._text() + data)
 
     def __repr__(self) -> str:
-        return f"CFGMatcher(tokens={len(self.history)}, entries={len(self.pos.entries)}, terminated={self.terminated})"
+        return f"CFGMatcher(tokens={len(self.history)}, entries={len(self.pos[0])}, terminated={self.terminated})"
