@@ -32,6 +32,23 @@ def _compare(m, where: str) -> None:
     assert not len(diff), f"{where}: mask differs from brute force at tokens {diff[:10].tolist()}"
 
 
+def _random_walks(cg: CompiledGrammar, rng: random.Random, walks: int, steps: int, label: str) -> int:
+    """Compare masks with brute force along random token walks; returns the states compared."""
+    states = 0
+    for walk in range(walks):
+        m = cg.matcher()
+        for step in range(steps):
+            _compare(m, f"{label} walk {walk} step {step}")
+            states += 1
+            allowed = m.allowed_tokens()
+            if not len(allowed):
+                break
+            m.advance(int(rng.choice(allowed.tolist())))
+            if m.is_terminated():
+                break
+    return states
+
+
 def _toy_vocab() -> Vocabulary:
     rng = random.Random(3)
     alphabet = b' \t\n{}[]:,"\\0123456789.-+eEabcfilnrstuxyz_()*/%^=<>;!'
@@ -48,20 +65,7 @@ def _toy_vocab() -> Vocabulary:
 def test_toy_vocab_masks_match_brute_force_on_random_walks(name: str, split: bool) -> None:
     vocab = _toy_vocab()
     cg = CompiledGrammar(_grammar(name), vocab, split_entries=split)
-    rng = random.Random(11)
-    states = 0
-    for walk in range(8):
-        m = cg.matcher()
-        for step in range(15):
-            _compare(m, f"{name} walk {walk} step {step}")
-            states += 1
-            allowed = m.allowed_tokens()
-            if not len(allowed):
-                break
-            m.advance(int(rng.choice(allowed.tolist())))
-            if m.is_terminated():
-                break
-    assert states > 30
+    assert _random_walks(cg, random.Random(11), 8, 15, name) > 30
 
 
 # an object whose key position offers many literal keys (as a schema's properties do), nested,
@@ -80,17 +84,7 @@ key: "\"a\"" | "\"ab\"" | "\"abc\"" | "\"b\"" | "\"ba\"" | "\"c\"" | "\"ca\"" | 
 def test_many_literal_entries_masks_match_brute_force_and_reuse_the_union() -> None:
     vocab = _toy_vocab()
     cg = CompiledGrammar(constrain.grammar(KEYS_GRAMMAR), vocab)
-    rng = random.Random(5)
-    for walk in range(12):
-        m = cg.matcher()
-        for step in range(25):
-            _compare(m, f"keys walk {walk} step {step}")
-            allowed = m.allowed_tokens()
-            if not len(allowed):
-                break
-            m.advance(int(rng.choice(allowed.tolist())))
-            if m.is_terminated():
-                break
+    _random_walks(cg, random.Random(5), 12, 25, "keys")
     # (the OR of the key entries was found in the cache under other origins)
     assert cg.stats["union_hits"] > 0
 
@@ -197,17 +191,7 @@ def test_tiny_lexer_limit_masks_match_brute_force(name: str) -> None:
     """With ``max_lexer_states=3`` nearly every product is split, recursively."""
     vocab = _toy_vocab()
     cg = CompiledGrammar(_grammar(name), vocab, max_lexer_states=3, split_entries=False)
-    rng = random.Random(4)
-    for walk in range(4):
-        m = cg.matcher()
-        for step in range(12):
-            _compare(m, f"{name} walk {walk} step {step}")
-            allowed = m.allowed_tokens()
-            if not len(allowed):
-                break
-            m.advance(int(rng.choice(allowed.tolist())))
-            if m.is_terminated():
-                break
+    _random_walks(cg, random.Random(4), 4, 12, name)
     assert cg.stats["split_lexers"] > 0
 
 
