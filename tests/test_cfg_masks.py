@@ -173,16 +173,7 @@ def test_product_lexer_too_large_splits_entries_instead_of_raising() -> None:
     toks += [b"ax", b"bby", b"aaz,", b"x,a", b"ab,ab"]
     vocab = Vocabulary.from_token_bytes(list(dict.fromkeys(toks)), eos_token_ids=[0])
     cg = CompiledGrammar(g, vocab, max_lexer_states=100, split_entries=False)
-    for walk in range(6):
-        m = cg.matcher()
-        for step in range(12):
-            _compare(m, f"walk {walk} step {step}")
-            allowed = m.allowed_tokens()
-            if not len(allowed):
-                break
-            m.advance(int(rng.choice(allowed.tolist())))
-            if m.is_terminated():
-                break
+    _random_walks(cg, rng, 6, 12, "product over the limit")
     assert cg.stats["split_lexers"] > 0
 
 
