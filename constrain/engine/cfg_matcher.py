@@ -445,9 +445,8 @@ class CompiledGrammar(CompiledConstraint):
             for e in range(len(key)):
                 k1 = key[e : e + 1]
                 lx = self.lexer(k1)
-                if lx is None:  # (too big alone: left to _walk, which splits no further)
-                    rest.append(e)
-                    continue
+                # (one entry's lexer is its terminal's own DFA: never over a limit, never None)
+                assert lx is not None
                 if lx.start < 0:
                     continue
                 j = self.job((self.content_key(k1), rk), lx, roots)
