@@ -707,6 +707,7 @@ static PyTypeObject CursorType = {
 };
 
 extern PyMethodDef constrain_propose_methods[]; /* native/propose.c */
+extern PyMethodDef constrain_cfgwords_methods[]; /* native/cfgwords.c */
 
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
@@ -720,6 +721,10 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyType_Ready(&MaskTableType) < 0 || PyType_Ready(&CursorType) < 0) return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (!m) return NULL;
+    if (PyModule_AddFunctions(m, constrain_cfgwords_methods) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&MaskTableType);
     Py_INCREF(&CursorType);
     if (PyModule_AddObject(m, "MaskTable", (PyObject *)&MaskTableType) < 0 ||

@@ -668,3 +668,63 @@ def test_first_fill_from_the_generator_capsule_is_first_fill_from_random_raw(bit
         seen.update(o1.tolist())
     assert seen >= {77, 5000, 40000}  # (the draws vary with the raw values)
     assert r1.bit_generator.random_raw(3).tolist() == r2.bit_generator.random_raw(3).tolist()
+
+
+# ---- native/cfgwords.c: the CFG matcher's word helpers --------------------------------------
+@settings(max_examples=150, deadline=None)
+@given(
+    words=st.integers(1, 300),
+    picks=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 2**32 - 1)), max_size=60),
+    seed=st.integers(0, 2**31),
+)
+def test_c_or_sparse_and_copy_words_equal_numba_and_numpy(words, picks, seed):
+    from constrain.engine.cfg_kernels import or_sparse
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 2**32, size=words, dtype=np.uint32)
+    idx = np.array([i % words for i, _ in picks], dtype=np.int32)  # (repeats included)
+    vals = np.array([v for _, v in picks], dtype=np.uint32)
+    ref, got = base.copy(), base.copy()
+    or_sparse(ref, idx, vals)
+    native.or_sparse(got, idx, vals)
+    assert np.array_equal(got, ref)
+    dst = np.zeros(words, dtype=np.int32)  # (a bitmask: int32 words, written from uint32 ones)
+    native.copy_words(dst, got)
+    assert np.array_equal(dst.view(np.uint32), got)
+
+
+def test_c_word_helpers_reject_bad_buffers():
+    w = np.zeros(4, dtype=np.uint32)
+    with pytest.raises(IndexError, match="out of range"):
+        native.or_sparse(w, np.array([4], dtype=np.int32), np.array([1], dtype=np.uint32))
+    with pytest.raises(IndexError, match="out of range"):
+        native.or_sparse(w, np.array([-1], dtype=np.int32), np.array([1], dtype=np.uint32))
+    with pytest.raises(ValueError, match="entries"):
+        native.or_sparse(w, np.array([0, 1], dtype=np.int32), np.array([1], dtype=np.uint32))
+    with pytest.raises(TypeError, match="4-byte"):
+        native.or_sparse(w, np.array([0], dtype=np.int64), np.array([1], dtype=np.uint32))
+    with pytest.raises(ValueError, match="words"):
+        native.copy_words(w, np.zeros(5, dtype=np.uint32))
+    with pytest.raises((TypeError, BufferError, ValueError)):
+        native.copy_words(w[::2], np.zeros(2, dtype=np.uint32))  # (not contiguous)
+    ro = np.zeros(4, dtype=np.uint32)
+    ro.flags.writeable = False
+    with pytest.raises((TypeError, BufferError, ValueError)):
+        native.copy_words(ro, w)
+
+
+def test_cfg_fill_mask_copes_with_bitmasks_the_c_path_cannot_write(llama3_vocab):
+    """A strided or wrong-length bitmask goes through numpy: same mask, or numpy's own error."""
+    import constrain
+    from constrain.engine.cfg_matcher import CompiledGrammar
+    from constrain.engine.matcher import allocate_bitmask
+
+    m = CompiledGrammar(constrain.grammar('start: "a" "b"+'), llama3_vocab).matcher()
+    want = allocate_bitmask(len(llama3_vocab))
+    m.fill_mask(want)
+    assert want.any()
+    wide = np.zeros((len(want), 2), dtype=np.int32)
+    m.fill_mask(wide[:, 0])  # (a column: not contiguous)
+    assert np.array_equal(wide[:, 0], want)
+    with pytest.raises(ValueError):
+        m.fill_mask(np.zeros(len(want) + 1, dtype=np.int32))

@@ -45,6 +45,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from constrain._compiled import native as _native
 from constrain.cfg.earley import EarleyGrammar, HorizonReached, Node, Pos
 from constrain.cfg.ir import Grammar
 from constrain.cfg.lexer import LexerDFA
@@ -53,6 +54,11 @@ from constrain.engine.cfg_kernels import or_sparse, sparsify
 from constrain.engine.matcher import CompiledConstraint, HistoryMatcher, bitmask_words
 from constrain.errors import ConstraintTooLarge
 from constrain.vocab import Vocabulary
+
+# the C word helpers (native/cfgwords.c) where the extension is built: a Numba or numpy call
+# costs ~0.5-1 us of dispatch around sub-microsecond work, tens of thousands of times a second
+_or_sparse = or_sparse if _native is None else _native.or_sparse
+_copy_words = None if _native is None else _native.copy_words
 
 _MISSING = object()
 
@@ -398,7 +404,7 @@ class CompiledGrammar(CompiledConstraint):
         rk = _roots_key(roots)
         j = self.job((self.content_key(key), rk), lx, roots)
         if len(j.idx):
-            or_sparse(out, j.idx, j.vals)
+            _or_sparse(out, j.idx, j.vals)
         complete = self.parser.complete
         deferred: list = []
         for s, nodes in j.bnd:
@@ -451,7 +457,7 @@ class CompiledGrammar(CompiledConstraint):
                     continue
                 j = self.job((self.content_key(k1), rk), lx, roots)
                 if len(j.idx):
-                    or_sparse(tmp, j.idx, j.vals)
+                    _or_sparse(tmp, j.idx, j.vals)
                 if j.bnd:
                     rest.append(e)
             u = (*sparsify(tmp), tuple(rest))
@@ -462,7 +468,7 @@ class CompiledGrammar(CompiledConstraint):
             self._unions.move_to_end(ukey)
             self.stats["union_hits"] += 1
         if len(u[0]):
-            or_sparse(out, u[0], u[1])
+            _or_sparse(out, u[0], u[1])
         deferred: list = []
         for e in u[2]:
             deferred += self._walk(out, entries[e : e + 1], key[e : e + 1], roots, visited)
@@ -498,7 +504,7 @@ class CompiledGrammar(CompiledConstraint):
             self._subs.move_to_end(skey)
             self.stats["sub_hits"] += 1
         if len(hit[0]):
-            or_sparse(out, hit[0], hit[1])
+            _or_sparse(out, hit[0], hit[1])
         return hit[2]
 
 
@@ -573,12 +579,16 @@ class CFGMatcher(HistoryMatcher):
         return m  # type: ignore[return-value]
 
     def fill_mask(self, bitmask: np.ndarray) -> None:
-        out = bitmask.view(np.uint32)
         if self.terminated:
-            out[:] = 0
+            bitmask.view(np.uint32)[:] = 0
             return
-        np.copyto(out, self.compiled.text_mask_words(self.pos))
+        words = self.compiled.text_mask_words(self.pos)
+        try:
+            _copy_words(bitmask, words)  # type: ignore[misc]
+        except (TypeError, ValueError, BufferError):  # (no extension, or not plain words: numpy's path and errors)
+            np.copyto(bitmask.view(np.uint32), words)
         if self._eos_ok():
+            out = bitmask.view(np.uint32)
             out |= self.vocab.eos_mask_words
 
     def check(self, token_id: int) -> bool:
