@@ -74,7 +74,7 @@ def _check(m, where: str) -> None:
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=st.sampled_from(["json", "arithmetic", "c_like", "python_expr"]),
-    depths=st.sampled_from([(1, None), (2, None), (3, None), (1, 3, None), (2, 5, None)]),
+    depths=st.sampled_from([(1, None), (2, None), (3, None), (1, 3, None), (2, 5, None), (1, 3, 6, None), (1, 2, 4, None)]),
     seed=st.integers(0, 10**6),
 )
 def test_masks_after_other_contexts_warmed_the_caches(name: str, depths: tuple, seed: int) -> None:
@@ -102,6 +102,30 @@ def test_deep_closers_are_deferred_and_exact() -> None:
         m.advance_bytes(d.encode())
         _check(m, d)
     assert cg.stats["view_hits"] > hits
+
+
+def test_masks_settled_on_deeper_views_are_shared_and_exact() -> None:
+    """With views 1, 3 and 6 deep, what a mask's deferred closers add is remembered by the
+    shallowest views that settle it, and a mask on too shallow views is marked so: another
+    document nesting the same way gets the remembered mask (``resolved_hits``) or item
+    (``item_hits``), and every mask still equals brute force."""
+    from constrain.engine import cfg_matcher as cm
+
+    cg = CompiledGrammar(_grammar("json"), VOCAB, view_depths=(1, 3, 6, None))
+    # (outer contexts that agree a few levels up and differ further: ``]]]}``-like closers
+    # pop past 3 levels, so a mask settled on 6-deep views must not serve a 3-deep key)
+    outer = ["", '{"a": ', "[", "[[[", '{"q": [', '{"a": {"b": {"c": ', '[{"x": {"y": ']
+    inner = ['{"b": [{"c": "x', '{"k": [1, 2', '{"z": {"w": tru', "[[[1", '[[{"m": nul', '{"w": {"v": 1']
+    for o in outer:
+        for i in inner:
+            m = cg.matcher()
+            m.advance_bytes((o + i).encode())
+            _check(m, o + i)
+    assert cg.stats["deferred"] > 0
+    assert cg.stats["resolved_hits"] > 0 and cg.stats["item_hits"] > 0
+    levels = {k[0] for k in cg._rmasks}
+    assert levels <= {1, 2} and any(v is cm._DEEPER for v in cg._rmasks.values())
+    assert any(v is not cm._DEEPER for v in cg._items.values())
 
 
 def test_view_is_hash_consed_and_raises_past_its_horizon() -> None:
