@@ -357,21 +357,19 @@ class CompiledGrammar(CompiledConstraint):
             rhit, rkeys = self._settled(self._rmasks, rkey)
             if rhit is not None:
                 self.stats["resolved_hits"] += 1
-                self._masks[mkey] = rhit
-                if len(self._masks) > self._cache_masks:
-                    self._masks.popitem(last=False)
-                return rhit
-            out = out.copy()
-            real: dict[int, dict[int, Node]] = {}  # view uid -> the real origins it stands for
-            for (_, _, o), v in zip(mkey, views, strict=True):
-                real.setdefault(v.uid, {})[o] = by_uid[o]
-            self._max_level = 1
-            for done, chain, nodes in deferred:  # (done: (view uid, terminal) pairs)
-                self.stats["deferred"] += 1
-                pairs = [(r, t) for vu, t in done for r in real[vu].values()]
-                self._resolve_item(out, pairs, chain, nodes)
-            # (_max_level len(view_depths) - 1: the real nodes were needed, nothing is shared)
-            self._settle(self._rmasks, rkey, rkeys, self._max_level, out, 4 * self._cache_masks)
+                out = rhit  # type: ignore[assignment]
+            else:
+                out = out.copy()
+                real: dict[int, dict[int, Node]] = {}  # view uid -> the real origins it stands for
+                for (_, _, o), v in zip(mkey, views, strict=True):
+                    real.setdefault(v.uid, {})[o] = by_uid[o]
+                self._max_level = 1
+                for done, chain, nodes in deferred:  # (done: (view uid, terminal) pairs)
+                    self.stats["deferred"] += 1
+                    pairs = [(r, t) for vu, t in done for r in real[vu].values()]
+                    self._resolve_item(out, pairs, chain, nodes)
+                # (_max_level len(view_depths) - 1: the real nodes were needed, nothing is shared)
+                self._settle(self._rmasks, rkey, rkeys, self._max_level, out, 4 * self._cache_masks)
         self._masks[mkey] = out
         if len(self._masks) > self._cache_masks:
             self._masks.popitem(last=False)
@@ -684,10 +682,13 @@ class CFGMatcher(HistoryMatcher):
             bitmask.view(np.uint32)[:] = 0
             return
         words = self.compiled.text_mask_words(self.pos)
-        try:
-            _copy_words(bitmask, words)  # type: ignore[misc]
-        except (TypeError, ValueError, BufferError):  # (no extension, or not plain words: numpy's path and errors)
+        if _copy_words is None:
             np.copyto(bitmask.view(np.uint32), words)
+        else:
+            try:
+                _copy_words(bitmask, words)
+            except (TypeError, ValueError, BufferError):  # (not plain words: numpy's path, and its errors)
+                np.copyto(bitmask.view(np.uint32), words)
         if self._eos_ok():
             out = bitmask.view(np.uint32)
             out |= self.vocab.eos_mask_words
