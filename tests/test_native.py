@@ -728,3 +728,74 @@ def test_cfg_fill_mask_copes_with_bitmasks_the_c_path_cannot_write(llama3_vocab)
     assert np.array_equal(wide[:, 0], want)
     with pytest.raises(ValueError):
         m.fill_mask(np.zeros(len(want) + 1, dtype=np.int32))
+
+
+class _Rec:
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: object) -> None:
+        self.a = a
+
+    @property
+    def twice(self) -> object:
+        return self.a * 2
+
+    def __repr__(self) -> str:
+        return f"_Rec({self.a!r})"
+
+
+def test_record_type_is_its_slots_class_without_cyclic_gc_tracking():
+    import gc
+    import sys
+
+    Rec = native.record_type("tests.Rec", _Rec.__slots__, dict(vars(_Rec)))
+    r, ref = Rec(3), _Rec(3)
+    assert not gc.is_tracked(r) and gc.is_tracked(ref)
+    assert (r.a, r.twice, repr(r)) == (ref.a, ref.twice, "_Rec(3)")
+    for obj in (r, ref):
+        with pytest.raises(AttributeError):
+            obj.b  # noqa: B018 (unset, like a slot)
+        with pytest.raises(AttributeError):
+            obj.c = 1
+    # a dict of them is untracked too, which is why the parser's memos stop costing collections
+    d = {i: Rec(i) for i in range(5)}
+    gc.collect()
+    assert not gc.is_tracked(d)
+    # freeing a chain far longer than the C stack would allow recursively; the type's
+    # reference count comes back (every instance held it once)
+    before = sys.getrefcount(Rec)
+    prev = None
+    for i in range(300_000):
+        prev = Rec(i) if prev is None else _link(Rec, i, prev)
+    assert sys.getrefcount(Rec) == before + 300_000
+    del prev
+    assert sys.getrefcount(Rec) == before
+
+
+def _link(cls, i, prev):
+    r = cls(i)
+    r.b = (prev,)
+    return r
+
+
+def test_record_type_rejects_bad_fields():
+    with pytest.raises(ValueError, match="1 to 64 fields"):
+        native.record_type("x.R", (), {})
+    with pytest.raises(TypeError, match="fields must be str"):
+        native.record_type("x.R", (1,), {})
+    with pytest.raises(TypeError):
+        native.record_type("x.R", ["a"], {})
+
+
+def test_earley_nodes_are_untracked_and_still_parse(llama3_vocab):
+    import gc
+
+    import constrain
+    from constrain.cfg.earley import Node
+    from constrain.engine.cfg_matcher import CompiledGrammar
+
+    assert not gc.is_tracked(Node())
+    g = constrain.grammar('start: "[" [item ("," item)*] "]"\nitem: start | /[0-9]+/')
+    m = CompiledGrammar(g, llama3_vocab).matcher()
+    assert m.accepts_prefix_bytes(b"[[1,[2]],3")
+    assert not m.accepts_prefix_bytes(b"[[1,]")

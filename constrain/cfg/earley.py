@@ -32,6 +32,7 @@ from collections.abc import Collection
 
 import numpy as np
 
+from constrain._compiled import native as _native
 from constrain.automata.bytedfa import ByteDFA
 from constrain.automata.regex import regex_to_dfa
 from constrain.cfg.ir import Grammar
@@ -161,6 +162,14 @@ class Node:
 
     def __repr__(self) -> str:
         return f"Node(uid={self.uid}, items={len(self.items)}, accepting={self.accepting})"
+
+
+if _native is not None:
+    # the same class as a type the cyclic GC does not track (native/records.c): nodes are
+    # kept for the grammar's life, and each full collection walked them all and every memo
+    # naming one (8-17 ms per collection on the JSON benchmark).  Nodes never form cycles:
+    # they refer to older nodes only.  The __slots__ class above is the reference.
+    Node = _native.record_type(f"{__name__}.Node", Node.__slots__, dict(vars(Node)))  # type: ignore[misc]
 
 
 # State between two bytes: ``(entries, node uid)``, the live lexer entries ``(terminal, state,
