@@ -7,7 +7,9 @@ serialised with ``json.dumps``), tokenised with the exact Llama 3 encoder, throu
 grammar: before every token each engine computes the full vocabulary mask (timed) and the
 token must be allowed; EOS must be allowed at the end.  Compile time is grammar text ->
 ready matcher.  All engines run single-threaded in this process, on the same token ids, and
-keep their caches across instances (as a server would reuse one compiled grammar).
+keep their caches across instances (as a server would reuse one compiled grammar).  The
+engines take turns instance by instance (order rotated), so drifts in machine speed during the
+run do not bias the ratios.
 Numba's first call (JIT or on-disk cache load) is measured once, on a warm-up instance that
 is not part of the timing, and reported on its own.  By default ``gc.freeze()`` runs after
 set-up, the warm-up included (the usual latency setting for Python servers, and what the
@@ -26,6 +28,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 for _v in ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -116,6 +119,7 @@ def main() -> None:
     )
 
     results: dict[str, dict] = {}
+    walkers: dict[str, Callable[[list[int]], tuple[list[float], int]]] = {}
     constrain.grammar('start: "a"')  # import lark's loader outside the timed compile
     if not args.no_gc_freeze:
         # torch/transformers leave millions of objects on the heap; without this, each full
@@ -123,7 +127,7 @@ def main() -> None:
         gc.collect()
         gc.freeze()
 
-    # ---- constrain -----------------------------------------------------------------------
+    # ---- set-up: compile (timed), then a walker per engine ---------------------------------
     if "constrain" in engines:
         from constrain.automata import clear_cache
 
@@ -133,7 +137,6 @@ def main() -> None:
             t0 = time.perf_counter()
             cg = CompiledGrammar(constrain.grammar(text), vocab)
             cts.append(time.perf_counter() - t0)
-        compile_s = float(np.median(cts))
         bm = allocate_bitmask(len(vocab))
         t0 = time.perf_counter()
         m = cg.matcher()
@@ -141,90 +144,107 @@ def main() -> None:
         first_call = time.perf_counter() - t0
         for t in warm:
             m.advance(t)
-        if not args.no_gc_freeze:
-            # set-up ends after the warm-up, as in the JSONSchemaBench workers: Numba's first
-            # call (cache load) leaves ~60k objects on the heap that every later full
-            # collection would walk (measured: GC inside masks 6.4 -> 3.0 us per token)
-            gc.collect()
-            gc.freeze()
         cg2 = CompiledGrammar(constrain.grammar(text), vocab)  # cold caches for the timed run
-        times, bad = [], 0
-        for ids in tqdm(seqs, desc="constrain", leave=False):
+        results["constrain"] = {"compile": float(np.median(cts)), "first": first_call}
+
+        def walk_constrain(ids: list[int]) -> tuple[list[float], int]:
+            times: list[float] = []
             m = cg2.matcher()
             for t in ids:
                 a = time.perf_counter()
                 m.fill_mask(bm)
                 times.append(time.perf_counter() - a)
                 if not bit(bm.view(np.uint32), t):
-                    bad += 1
-                    break
+                    return times, 1
                 m.advance(t)
-            else:
-                m.fill_mask(bm)
-                bad += not bit(bm.view(np.uint32), vocab.eos_token_ids[0])
-        results["constrain"] = {"compile": compile_s, "first": first_call, "bad": bad, **stats(times)}
-        results["constrain"]["stats"] = dict(cg2.stats)
+            m.fill_mask(bm)
+            return times, int(not bit(bm.view(np.uint32), vocab.eos_token_ids[0]))
 
-    # ---- llguidance --------------------------------------------------------------------------
+        walkers["constrain"] = walk_constrain
+
     if "llguidance" in engines:
         import llguidance
         import llguidance.hf
 
         lt = llguidance.hf.from_tokenizer(hf)
-        words = np.zeros((lt.vocab_size + 31) // 32, dtype=np.int32)
+        lwords = np.zeros((lt.vocab_size + 31) // 32, dtype=np.int32)
         cts = []
         for _ in range(5):
             t0 = time.perf_counter()
             g = llguidance.LLMatcher.grammar_from_lark(text)
             tmpl = llguidance.LLMatcher(lt, g, log_level=0)
             cts.append(time.perf_counter() - t0)
-        compile_s = float(np.median(cts))
         assert not tmpl.is_error(), tmpl.get_error()
-        times, bad = [], 0
-        for ids in tqdm(seqs, desc="llguidance", leave=False):
+        results["llguidance"] = {"compile": float(np.median(cts)), "first": float("nan")}
+
+        def walk_llguidance(ids: list[int]) -> tuple[list[float], int]:
+            times: list[float] = []
             m = tmpl.deep_copy()
             for t in ids:
                 a = time.perf_counter()
-                m.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
+                m.unsafe_compute_mask_ptr(lwords.ctypes.data, lwords.nbytes)
                 times.append(time.perf_counter() - a)
-                if not bit(words.view(np.uint32), t):
-                    bad += 1
-                    break
+                if not bit(lwords.view(np.uint32), t):
+                    return times, 1
                 m.consume_token(t)
-            else:
-                m.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
-                bad += not bit(words.view(np.uint32), int(lt.eos_token))
-        results["llguidance"] = {"compile": compile_s, "first": float("nan"), "bad": bad, **stats(times)}
+            m.unsafe_compute_mask_ptr(lwords.ctypes.data, lwords.nbytes)
+            return times, int(not bit(lwords.view(np.uint32), int(lt.eos_token)))
 
-    # ---- xgrammar ------------------------------------------------------------------------------
+        walkers["llguidance"] = walk_llguidance
+
     if "xgrammar" in engines:
         import xgrammar
 
         info = xgrammar.TokenizerInfo.from_huggingface(hf)
         compiler = xgrammar.GrammarCompiler(info, max_threads=1, cache_enabled=False)
         tensor = xgrammar.allocate_token_bitmask(1, info.vocab_size)
-        words = tensor[0].numpy()
+        xwords = tensor[0].numpy()
         cts = []
         for _ in range(5):
             t0 = time.perf_counter()
             cj = compiler.compile_builtin_json_grammar()
             cts.append(time.perf_counter() - t0)
-        compile_s = float(np.median(cts))
-        times, bad = [], 0
-        for ids in tqdm(seqs, desc="xgrammar", leave=False):
+        results["xgrammar"] = {"compile": float(np.median(cts)), "first": float("nan")}
+
+        def walk_xgrammar(ids: list[int]) -> tuple[list[float], int]:
+            times: list[float] = []
             m = xgrammar.GrammarMatcher(cj)
             for t in ids:
                 a = time.perf_counter()
                 m.fill_next_token_bitmask(tensor, 0)
                 times.append(time.perf_counter() - a)
-                if not bit(words.view(np.uint32), t):
-                    bad += 1
-                    break
+                if not bit(xwords.view(np.uint32), t):
+                    return times, 1
                 m.accept_token(t)
-            else:
-                m.fill_next_token_bitmask(tensor, 0)
-                bad += not bit(words.view(np.uint32), int(info.stop_token_ids[0]))
-        results["xgrammar"] = {"compile": compile_s, "first": float("nan"), "bad": bad, **stats(times)}
+            m.fill_next_token_bitmask(tensor, 0)
+            return times, int(not bit(xwords.view(np.uint32), int(info.stop_token_ids[0])))
+
+        walkers["xgrammar"] = walk_xgrammar
+
+    if not args.no_gc_freeze:
+        # set-up ends after the warm-up, as in the JSONSchemaBench workers: Numba's first
+        # call (cache load) leaves ~60k objects on the heap that every later full
+        # collection would walk (measured: GC inside masks 6.4 -> 3.0 us per token)
+        gc.collect()
+        gc.freeze()
+
+    # ---- the timed walk: instance by instance, every engine in turn --------------------------
+    # The engines take turns on each instance, in an order rotated per instance, so a change of
+    # machine speed during the run (seen here: up to 50% within minutes) falls on all of them
+    # alike and the ratios stay comparable; each engine still keeps its caches across instances.
+    names = list(walkers)
+    all_times: dict[str, list[float]] = {n: [] for n in names}
+    bad = dict.fromkeys(names, 0)
+    for i, ids in enumerate(tqdm(seqs, desc="instances", leave=False)):
+        for k in range(len(names)):
+            n = names[(i + k) % len(names)]
+            ts, b = walkers[n](ids)
+            all_times[n] += ts
+            bad[n] += b
+    for n in names:
+        results[n].update(bad=bad[n], **stats(all_times[n]))
+    if "constrain" in results:
+        results["constrain"]["stats"] = dict(cg2.stats)
 
     # ---- table -----------------------------------------------------------------------------------
     print()

@@ -80,11 +80,12 @@ SHARED_LEXERS_MAX = 4096
 
 
 class _Job:
-    """Cached result of one walk: sparse mask words and boundary nodes per lexer state."""
+    """Cached result of one walk: sparse mask words, and per lexer state the boundary trie
+    nodes with their cache key (made once here, not at each of the many cache look-ups)."""
 
     __slots__ = ("idx", "vals", "bnd")
 
-    def __init__(self, idx: np.ndarray, vals: np.ndarray, bnd: list[tuple[int, np.ndarray]]) -> None:
+    def __init__(self, idx: np.ndarray, vals: np.ndarray, bnd: list[tuple[int, np.ndarray, tuple]]) -> None:
         self.idx = idx
         self.vals = vals
         self.bnd = bnd
@@ -280,7 +281,7 @@ class CompiledGrammar(CompiledConstraint):
         idx = np.flatnonzero(out).astype(np.int32)
         vals = out[idx].copy()
         out[idx] = 0
-        bnd: list[tuple[int, np.ndarray]] = []
+        bnd: list[tuple[int, np.ndarray, tuple]] = []
         if nb:
             states = self._bnd_state[:nb]
             nodes = self._bnd_node[:nb]
@@ -289,7 +290,8 @@ class CompiledGrammar(CompiledConstraint):
             nn = nodes[order]
             cuts = np.flatnonzero(np.diff(ss)) + 1
             for a, b in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [nb])), strict=True):
-                bnd.append((int(ss[a]), np.ascontiguousarray(nn[a:b])))
+                grp = np.ascontiguousarray(nn[a:b])
+                bnd.append((int(ss[a]), grp, _roots_key(grp)))
         j = _Job(idx, vals, bnd)
         self.stats["walks"] += 1
         self.stats["walk_s"] += time.perf_counter() - t0
@@ -324,9 +326,11 @@ class CompiledGrammar(CompiledConstraint):
         view = self.parser.view
         depth = self.view_depths[0]
         by_uid = self.parser._nodes  # (entries name their origins by uid)
-        views = [view(by_uid[o], depth) for _, _, o in mkey]
+        # (one view per distinct origin: the entries at a position mostly share a few origins)
+        vof = {o: view(by_uid[o], depth) for o in {o for _, _, o in mkey}}
         seen: dict[tuple[int, int, int], tuple[int, int, Node]] = {}
-        for (t, q, _), v in zip(mkey, views, strict=True):
+        for t, q, o in mkey:
+            v = vof[o]
             seen[(t, q, v.uid)] = (t, q, v)
         vkey = tuple(seen)
         vhit = self._vmasks.get(vkey)
@@ -352,7 +356,9 @@ class CompiledGrammar(CompiledConstraint):
             depths = self.view_depths
 
             def rkey(lev: int) -> tuple:
-                return (lev, tuple(sorted({(t, q, view(by_uid[o], depths[lev]).uid) for t, q, o in mkey})))
+                d = depths[lev]
+                vu = {o: view(by_uid[o], d).uid for o in vof}
+                return (lev, tuple(sorted({(t, q, vu[o]) for t, q, o in mkey})))
 
             rhit, rkeys = self._settled(self._rmasks, rkey)
             if rhit is not None:
@@ -361,7 +367,7 @@ class CompiledGrammar(CompiledConstraint):
             else:
                 out = out.copy()
                 real: dict[int, dict[int, Node]] = {}  # view uid -> the real origins it stands for
-                for (_, _, o), v in zip(mkey, views, strict=True):
+                for o, v in vof.items():
                     real.setdefault(v.uid, {})[o] = by_uid[o]
                 self._max_level = 1
                 for done, chain, nodes in deferred:  # (done: (view uid, terminal) pairs)
@@ -471,7 +477,9 @@ class CompiledGrammar(CompiledConstraint):
         for ch, nn in self._subtree(out, v, nodes):
             self._resolve(out, pairs, chain + ch, nn, 1)
 
-    def _walk(self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, np.ndarray]) -> list:
+    def _walk(
+        self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, np.ndarray], rk: tuple | None = None
+    ) -> list:
         """OR into ``out`` the tokens viable below ``roots`` when ``entries`` start there.
 
         Returns the deferred subtrees ``(done, chain, trie nodes)``: completing ``done``
@@ -487,6 +495,7 @@ class CompiledGrammar(CompiledConstraint):
         ``visited`` keeps, per parser node of this mask, the trie nodes already walked below
         it, and a second visit drops those (marked in ``self._mark`` with a fresh
         generation).  The first visit, by far the most common, costs one dict store.
+        ``rk``: ``_roots_key(roots)`` where the caller has it.
         """
         if self.split_entries and len(key) > 1:
             return self._walk_apart(out, entries, key, roots, visited)
@@ -500,13 +509,14 @@ class CompiledGrammar(CompiledConstraint):
             return d + self._walk(out, entries[h:], key[h:], roots, visited)
         if lx.start < 0:
             return []
-        rk = _roots_key(roots)
+        if rk is None:
+            rk = _roots_key(roots)
         j = self.job((self.content_key(key), rk), lx, roots)
         if len(j.idx):
             _or_sparse(out, j.idx, j.vals)
         complete = self.parser.complete
         deferred: list = []
-        for s, nodes in j.bnd:
+        for s, nodes, nk in j.bnd:
             done = [(entries[e][2], entries[e][0]) for e in lx.completing[s]]
             try:
                 y = complete(done)
@@ -524,8 +534,9 @@ class CompiledGrammar(CompiledConstraint):
                 nodes = nodes[self._mark[nodes] != g]
                 if not len(nodes):
                     continue
+                nk = _roots_key(nodes)
                 visited[y.uid] = np.concatenate((prev, nodes))
-            for ch, nn in self._subtree(out, y, nodes):
+            for ch, nn in self._subtree(out, y, nodes, nk):
                 deferred.append((_uid_pairs(done), ch, nn))
         return deferred
 
@@ -570,10 +581,10 @@ class CompiledGrammar(CompiledConstraint):
             _or_sparse(out, u[0], u[1])
         deferred: list = []
         for e in u[2]:
-            deferred += self._walk(out, entries[e : e + 1], key[e : e + 1], roots, visited)
+            deferred += self._walk(out, entries[e : e + 1], key[e : e + 1], roots, visited, rk)
         return deferred
 
-    def _subtree(self, out: np.ndarray, y: Node, nodes: np.ndarray) -> tuple:
+    def _subtree(self, out: np.ndarray, y: Node, nodes: np.ndarray, rk: tuple | None = None) -> tuple:
         """OR in what parser node ``y`` allows below trie ``nodes``; memoised by (node, nodes).
 
         Returns the deferred chains ``(terminal sets, trie nodes)`` relative to ``y`` (see
@@ -584,7 +595,7 @@ class CompiledGrammar(CompiledConstraint):
         each walk.  The sub-walk uses its own ``visited``: de-duplication only skips
         repeated work, never changes the OR.
         """
-        skey = (y.uid, _roots_key(nodes))
+        skey = (y.uid, _roots_key(nodes) if rk is None else rk)
         hit = self._subs.get(skey)
         if hit is None:
             lx = self.lexer(y.key)
@@ -593,7 +604,7 @@ class CompiledGrammar(CompiledConstraint):
                 hit = (j.idx, j.vals, ())
             else:
                 tmp = np.zeros(self.words, dtype=np.uint32)
-                d = self._walk(tmp, tuple([(t, q, y) for t, q in y.key]), y.key, nodes, {y.uid: nodes})
+                d = self._walk(tmp, tuple([(t, q, y) for t, q in y.key]), y.key, nodes, {y.uid: nodes}, skey[1])
                 chains = tuple(((tuple(sorted({t for _, t in done})),) + ch, nn) for done, ch, nn in _dedupe(d))
                 hit = (*sparsify(tmp), chains)
             self._subs[skey] = hit
