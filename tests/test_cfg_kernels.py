@@ -177,3 +177,45 @@ def test_lexer_walk_with_byte_classes_matches_expanded_table(case, cls_list) -> 
     assert (bits == allowed).all() and (allowed2 == allowed).all()
     assert nb == len(bnd) == len(bnd2)
     assert Counter(zip(bn[:nb].tolist(), bs[:nb].tolist(), strict=True)) == Counter(bnd)
+
+
+@st.composite
+def class_case(draw):
+    n = draw(st.integers(1, 7))
+    letters = draw(st.integers(1, 3))
+    table = np.full((n, 256), -1, dtype=np.int32)
+    for s in range(n):
+        for b in ALPHA[:letters]:
+            table[s, b] = draw(st.integers(-1, n - 1))
+    accept = np.array([draw(st.booleans()) for _ in range(n)], dtype=np.bool_)
+    return table, accept, draw(st.integers(0, 3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(class_case())
+def test_walk_classes_equal_the_bounded_residual_definition(case) -> None:
+    """Same class exactly when the brute force sees the same dead/accepting answer on every
+    byte string up to ``depth`` bytes (merging two that differ would give a wrong mask;
+    splitting two that agree would only lose sharing, but is checked too)."""
+    table, accept, depth = case
+    fast = cfg_kernels.walk_classes(table, accept, depth)
+    ref = cfg_kernels.reference_walk_classes(table[:, :256], accept, depth)
+    n = len(table)
+    for a in range(n):
+        for b in range(n):
+            assert (fast[a] == fast[b]) == (ref[a] == ref[b]), (a, b, fast, depth)
+
+
+@settings(max_examples=100, deadline=None)
+@given(walk_case())
+def test_states_of_one_walk_class_walk_alike(case) -> None:
+    """The property the walk cache relies on: from states of one class, on a trie no deeper
+    than the depth used, the reference walk allows the same tokens and finds the same
+    boundary nodes (with states that are accepting alike)."""
+    table, accept, _, roots, trie, n_tokens = case
+    cls = cfg_kernels.walk_classes(table, accept, trie.max_depth)
+    walks = {}
+    for q in range(len(table)):
+        allowed, bnd = cfg_kernels.reference_walk(table, accept, q, roots, trie, n_tokens)
+        got = (allowed.tobytes(), sorted(node for node, s in bnd if accept[s]))
+        assert walks.setdefault(int(cls[q]), got) == got

@@ -214,3 +214,23 @@ def test_walks_are_shared_across_grammars_with_the_same_terminals() -> None:
         for ch in sample:
             _compare(m, f"{sample!r} before {ch!r}")
             m.advance_bytes(ch.encode())
+
+
+def test_states_inside_a_long_bounded_string_share_walks_and_stay_exact() -> None:
+    """Inside ``"[a-z ]{0,80}"`` each character is a new DFA state, but with tokens of at
+    most 6 bytes all states with 6 or more characters left walk alike: one walk serves them
+    (CompiledGrammar.walk_key).  The masks still equal brute force at every position,
+    including the last few, where the closing quote comes within reach."""
+    vocab = _toy_vocab()
+    cg = CompiledGrammar(constrain.grammar('start: "<" S ">"\nS: /"[a-z ]{0,80}"/'), vocab)
+    m = cg.matcher()
+    m.advance_bytes(b"<")
+    text = b'"' + b"ab c" * 20
+    for i in range(len(text)):
+        m.advance_bytes(text[i : i + 1])
+        _compare(m, f"after {i + 1} bytes of the string")
+    m.advance_bytes(b'">')
+    _compare(m, "after the string")
+    assert m.is_accepting()
+    # 81 positions inside the string; without classes every one would be a root walk
+    assert cg.stats["walks"] < 30, cg.stats

@@ -357,3 +357,140 @@ def reference_sparsify(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Plain-Python :func:`sparsify`."""
     nz = [(i, int(w)) for i, w in enumerate(words.tolist()) if w]
     return np.array([i for i, _ in nz], dtype=np.int32), np.array([w for _, w in nz], dtype=words.dtype)
+
+
+def walk_classes(table: np.ndarray, accept: np.ndarray, depth: int) -> np.ndarray:
+    """Number the states of a terminal DFA so that equal numbers give equal trie walks.
+
+    A walk from state ``q`` reads trie paths of at most ``depth`` bytes (the longest token)
+    and records, per path, only whether the state reached is dead (-1) or accepting.  So two
+    states whose answers agree on every byte string of at most ``depth`` bytes have identical
+    walks, and the walk cache can key them alike.  This is what makes the states of a long
+    length-bounded string share one walk: ``maxLength: 1000`` counts characters in ~1000
+    states, and all those with more than ``depth`` characters left look the same from here.
+
+    Moore's refinement cut at ``depth`` rounds: round ``k`` separates states that differ on a
+    string of ``k`` bytes or fewer; a round that separates nothing means no later one will.
+    Rows are grouped by hash and then compared exactly, so a hash collision cannot merge two
+    states.  Returns int64 class numbers.  :func:`reference_walk_classes` is the brute-force
+    definition it is tested against.
+    """
+    table = np.ascontiguousarray(table, dtype=np.int32)
+    accept = np.ascontiguousarray(accept, dtype=np.bool_)
+    return _walk_classes(table, accept, int(depth))
+
+
+@njit(cache=True, nogil=True)
+def _mix(h: np.uint64, v: np.int64) -> np.uint64:
+    x = (h ^ np.uint64(v + 3)) * np.uint64(0x9E3779B97F4A7C15)
+    return x ^ (x >> np.uint64(29))
+
+
+@njit(cache=True, nogil=True)
+def _group(keys: np.ndarray, hashes: np.ndarray, out: np.ndarray) -> int:
+    """Number the rows of ``keys`` by content (equal rows, equal numbers); returns the count."""
+    n = keys.shape[0]
+    order = np.argsort(hashes, kind="mergesort")
+    k = 0
+    a = 0
+    reps = np.empty(n, dtype=np.int64)  # (first row of each distinct content in a hash run)
+    rid = np.empty(n, dtype=np.int64)
+    while a < n:
+        b = a + 1
+        while b < n and hashes[order[b]] == hashes[order[a]]:
+            b += 1
+        nr = 0
+        for x in range(a, b):
+            r = order[x]
+            found = -1
+            for y in range(nr):
+                o = reps[y]
+                same = True
+                for c in range(keys.shape[1]):
+                    if keys[r, c] != keys[o, c]:
+                        same = False
+                        break
+                if same:
+                    found = rid[y]
+                    break
+            if found < 0:
+                reps[nr] = r
+                rid[nr] = k
+                nr += 1
+                found = k
+                k += 1
+            out[r] = found
+        a = b
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _walk_classes(table: np.ndarray, accept: np.ndarray, depth: int) -> np.ndarray:
+    n, m = table.shape
+    cls = np.empty(n, dtype=np.int64)
+    if n == 0:
+        return cls
+    # distinct columns (bytes acting alike are one letter)
+    colkeys = np.ascontiguousarray(table.T).astype(np.int64)
+    ch = np.empty(m, dtype=np.uint64)
+    for c in range(m):
+        h = np.uint64(1469598103934665603)
+        for q in range(n):
+            h = _mix(h, colkeys[c, q])
+        ch[c] = h
+    colid = np.empty(m, dtype=np.int64)
+    nc = _group(colkeys, ch, colid)
+    cols = np.empty(nc, dtype=np.int64)
+    for c in range(m - 1, -1, -1):
+        cols[colid[c]] = c
+    rows = np.empty((n, nc + 1), dtype=np.int64)
+    hashes = np.empty(n, dtype=np.uint64)
+    for q in range(n):
+        cls[q] = 1 if accept[q] else 0
+    k = 1
+    for q in range(1, n):
+        if cls[q] != cls[0]:
+            k = 2
+            break
+    new = np.empty(n, dtype=np.int64)
+    for _ in range(depth):
+        for q in range(n):
+            rows[q, 0] = 1 if accept[q] else 0
+            h = _mix(np.uint64(7), rows[q, 0])
+            for j in range(nc):
+                s = table[q, cols[j]]
+                v = -1 if s < 0 else cls[s]
+                rows[q, j + 1] = v
+                h = _mix(h, v)
+            hashes[q] = h
+        k2 = _group(rows, hashes, new)
+        cls[:] = new
+        if k2 == k:
+            break
+        k = k2
+    return cls
+
+
+def reference_walk_classes(table: np.ndarray, accept: np.ndarray, depth: int) -> list[tuple]:
+    """Per state, the full answer a walk of ``depth`` bytes can observe: for every byte string
+    of length 1..``depth`` (over the bytes with transitions), dead or accepting.  Exponential:
+    for tests only, on tiny automata."""
+    n = table.shape[0]
+    letters = sorted({int(b) for b in range(table.shape[1]) if (table[:, b] >= 0).any()})
+    words: list[tuple[int, ...]] = [()]
+    frontier: list[tuple[int, ...]] = [()]
+    for _ in range(depth):
+        frontier = [w + (b,) for w in frontier for b in letters]
+        words += frontier
+    out = []
+    for q in range(n):
+        sig = []
+        for w in words:
+            s = q
+            for b in w:
+                s = int(table[s, b])
+                if s < 0:
+                    break
+            sig.append(-1 if s < 0 else int(bool(accept[s])))
+        out.append(tuple(sig))
+    return out
