@@ -452,10 +452,11 @@ def _walk_classes(table: np.ndarray, accept: np.ndarray, depth: int) -> np.ndarr
         if cls[q] != cls[0]:
             k = 2
             break
+    for q in range(n):
+        rows[q, 0] = cls[q]  # (acceptance: the same first column every round)
     new = np.empty(n, dtype=np.int64)
     for _ in range(depth):
         for q in range(n):
-            rows[q, 0] = 1 if accept[q] else 0
             h = _mix(np.uint64(7), rows[q, 0])
             for j in range(nc):
                 s = table[q, cols[j]]

@@ -255,12 +255,12 @@ class CompiledGrammar(CompiledConstraint):
         for automata too big to number cheaply.  Several entries (a product lexer): their
         exact :meth:`content_key`.
         """
-        ck = self.content_key(key)
         if len(key) != 1:
-            return ck
+            return self.content_key(key)
         w = self._wkeys.get(key)
-        if w is not None:
+        if w is not None:  # (the usual case: on every walk-cache look-up)
             return w
+        ck = self.content_key(key)
         (g, q), = ck
         ck_d = (g, self.vocab.trie.max_depth)
         cl = _SHARED_CLASSES.get(ck_d, _MISSING)
