@@ -83,6 +83,15 @@ static char *copy_str(const char *s) {
     return c;
 }
 
+/* Frees what record_type allocated for a type that was not made (an error on the way). */
+static void free_spec(PyMemberDef *members, Py_ssize_t n, char *tp_name) {
+    if (members) {
+        for (Py_ssize_t i = 0; i < n; i++) PyMem_Free((void *)members[i].name);
+        PyMem_Free(members);
+    }
+    PyMem_Free(tp_name);
+}
+
 static PyObject *record_type(PyObject *Py_UNUSED(mod), PyObject *args) {
     const char *name;
     PyObject *fields, *ns;
@@ -95,16 +104,23 @@ static PyObject *record_type(PyObject *Py_UNUSED(mod), PyObject *args) {
     /* the member table and names live as long as the type: types are made once per process */
     PyMemberDef *members = PyMem_Calloc((size_t)n + 1, sizeof(PyMemberDef));
     char *tp_name = copy_str(name);
-    if (!members || !tp_name) return PyErr_NoMemory();
+    if (!members || !tp_name) {
+        free_spec(members, n, tp_name);
+        return PyErr_NoMemory();
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *f = PyTuple_GET_ITEM(fields, i);
         const char *s = PyUnicode_Check(f) ? PyUnicode_AsUTF8(f) : NULL;
         if (!s) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "record_type fields must be str");
+            free_spec(members, n, tp_name);
             return NULL;
         }
         members[i].name = copy_str(s);
-        if (!members[i].name) return PyErr_NoMemory();
+        if (!members[i].name) {
+            free_spec(members, n, tp_name);
+            return PyErr_NoMemory();
+        }
         members[i].type = T_OBJECT_EX;
         members[i].offset = (Py_ssize_t)sizeof(PyObject) + i * (Py_ssize_t)sizeof(PyObject *);
     }
@@ -122,7 +138,10 @@ static PyObject *record_type(PyObject *Py_UNUSED(mod), PyObject *args) {
         .slots = slots,
     };
     PyObject *tp = PyType_FromSpec(&spec);
-    if (!tp) return NULL;
+    if (!tp) {
+        free_spec(members, n, tp_name);
+        return NULL;
+    }
     PyObject *k, *v;
     Py_ssize_t pos = 0;
     while (PyDict_Next(ns, &pos, &k, &v)) {
