@@ -709,6 +709,7 @@ static PyTypeObject CursorType = {
 extern PyMethodDef constrain_propose_methods[]; /* native/propose.c */
 extern PyMethodDef constrain_cfgwords_methods[]; /* native/cfgwords.c */
 extern int constrain_records_init(PyObject *m); /* native/records.c */
+extern int constrain_earley_init(PyObject *m);  /* native/earley.c */
 
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
@@ -722,7 +723,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyType_Ready(&MaskTableType) < 0 || PyType_Ready(&CursorType) < 0) return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (!m) return NULL;
-    if (PyModule_AddFunctions(m, constrain_cfgwords_methods) < 0 || constrain_records_init(m) < 0) {
+    if (PyModule_AddFunctions(m, constrain_cfgwords_methods) < 0 || constrain_records_init(m) < 0 ||
+        constrain_earley_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -164,12 +164,18 @@ class Node:
         return f"Node(uid={self.uid}, items={len(self.items)}, accepting={self.accepting})"
 
 
+_NODE_FIELDS: tuple[str, ...] = Node.__slots__  # (the record type below has no __slots__)
+
 if _native is not None:
     # the same class as a type the cyclic GC does not track (native/records.c): nodes are
     # kept for the grammar's life, and each full collection walked them all and every memo
     # naming one (8-17 ms per collection on the JSON benchmark).  Nodes never form cycles:
     # they refer to older nodes only.  The __slots__ class above is the reference.
     Node = _native.record_type(f"{__name__}.Node", Node.__slots__, dict(vars(Node)))  # type: ignore[misc]
+
+
+# the Node fields native/earley.c reads and writes, by their slot index
+_CORE_FIELDS = ("uid", "items", "origins", "waiting", "accepting", "expected", "key")
 
 
 # State between two bytes: ``(entries, node uid)``, the live lexer entries ``(terminal, state,
@@ -194,7 +200,7 @@ class EarleyGrammar:
 
     STEP_MEMO = 200_000  # remembered multi-entry steps before the memo starts over
 
-    def __init__(self, grammar: Grammar, *, max_dfa_states: int = 20_000) -> None:
+    def __init__(self, grammar: Grammar, *, max_dfa_states: int = 20_000, accelerate: bool = True) -> None:
         grammar.validate()
         self.grammar = grammar
         self.max_dfa_states = max_dfa_states
@@ -260,7 +266,36 @@ class EarleyGrammar:
         # naming a Node is tracked by the cyclic GC; per node they were a sixth of the
         # objects left tracked once states and memo keys became int tuples)
         self._views: dict[int, dict[int, Node]] = {}
+        # build_node, complete and view in C (native/earley.c) where the extension is built:
+        # a mask that misses its caches runs them thousands of times (a third of the JSON
+        # benchmark's mask time, interpreted).  The methods below are the reference
+        # (accelerate=False, or CONSTRAIN_NO_NATIVE=1); the tests compare the two.
+        self.accelerated = False
+        if accelerate and _native is not None and hasattr(_native, "EarleyCore"):
+            core = _native.EarleyCore(
+                self.prods,
+                self.nullable,
+                self.ignore,
+                nt,
+                self.aug_prod,
+                self._code,
+                Node,
+                self.horizon,
+                HorizonReached,
+                (self._intern, self._nodes, self._complete_cache, self._view_intern, self._views),
+                self._start_state,
+                tuple(_NODE_FIELDS.index(f) for f in _CORE_FIELDS),
+            )
+            # (instance attributes: callers get the C methods without a Python frame)
+            self.build_node = core.build_node  # type: ignore[method-assign]
+            self.complete = core.complete  # type: ignore[method-assign]
+            self.view = core.view  # type: ignore[method-assign]
+            self.accelerated = True
         self.root = self.build_node([(self.aug_prod, 0, None)])
+
+    def _start_state(self, t: int) -> int:
+        """Terminal ``t``'s DFA start state (built on first use): the C core's key entries."""
+        return int(self.dfa(t).start)
 
     def node(self, uid: int) -> Node:
         """The node an entry's origin uid (or a :data:`Pos`'s node uid) names."""
