@@ -183,6 +183,7 @@ class CompiledGrammar(CompiledConstraint):
         # (entries' content key, trie roots) -> the OR of their in-lexeme walks, and which
         # entries reach a lexeme boundary there (see _walk_apart)
         self._unions: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple[int, ...]]] = OrderedDict()
+        self._drops: OrderedDict[tuple, tuple] = OrderedDict()  # see _drop_walked
 
     def matcher(self) -> CFGMatcher:
         return CFGMatcher(self)
@@ -517,7 +518,7 @@ class CompiledGrammar(CompiledConstraint):
             self._resolve(out, pairs, chain + ch, nn, 1)
 
     def _walk(
-        self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, np.ndarray], rk: tuple | None = None
+        self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, tuple[np.ndarray, tuple]], rk: tuple | None = None
     ) -> list:
         """OR into ``out`` the tokens viable below ``roots`` when ``entries`` start there.
 
@@ -532,8 +533,8 @@ class CompiledGrammar(CompiledConstraint):
         Reaching the same parser node at the same trie node twice (a run of ignored spaces
         ends at every depth) would walk the same subtree again, exponentially often; so
         ``visited`` keeps, per parser node of this mask, the trie nodes already walked below
-        it, and a second visit drops those (marked in ``self._mark`` with a fresh
-        generation).  The first visit, by far the most common, costs one dict store.
+        it (with their key), and a second visit drops those (:meth:`_drop_walked`).  The
+        first visit, the most common, costs one dict store.
         ``rk``: ``_roots_key(roots)`` where the caller has it.
         """
         if self.split_entries and len(key) > 1:
@@ -566,20 +567,37 @@ class CompiledGrammar(CompiledConstraint):
                 continue
             prev = visited.get(y.uid)
             if prev is None:
-                visited[y.uid] = nodes
-            else:  # rare (runs of ignored text): drop the trie nodes already walked for y
-                g = self._next_gen()
-                self._mark[prev] = g
-                nodes = nodes[self._mark[nodes] != g]
+                visited[y.uid] = (nodes, nk)
+            else:  # (runs of ignored text): drop the trie nodes already walked for y
+                nodes, nk, both = self._drop_walked(prev, nodes, nk)
                 if not len(nodes):
                     continue
-                nk = _roots_key(nodes)
-                visited[y.uid] = np.concatenate((prev, nodes))
+                visited[y.uid] = both
             for ch, nn in self._subtree(out, y, nodes, nk):
                 deferred.append((_uid_pairs(done), ch, nn))
         return deferred
 
-    def _walk_apart(self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, np.ndarray]) -> list:
+    def _drop_walked(self, prev: tuple[np.ndarray, tuple], nodes: np.ndarray, nk: tuple) -> tuple:
+        """``nodes`` without the trie nodes of ``prev`` (``(nodes, key)``, walked already for the
+        same parser node), its key, and the union as a ``visited`` entry; remembered by the
+        two keys.  Whitespace tokens end at thousands of trie nodes (up to ~13k on llama3),
+        and the same two sets meet again in every mask that walks past them: marking and
+        filtering them with numpy, and hashing the result, cost ~10% of the JSON benchmark's
+        mask time before this memo."""
+        dk = (prev[1], nk)
+        hit = self._drops.get(dk)
+        if hit is None:
+            g = self._next_gen()
+            self._mark[prev[0]] = g
+            kept = np.ascontiguousarray(nodes[self._mark[nodes] != g])
+            both = np.concatenate((prev[0], kept))
+            hit = (kept, _roots_key(kept), (both, _roots_key(both)))
+            self._drops[dk] = hit
+            if len(self._drops) > self._cache_jobs:
+                self._drops.popitem(last=False)
+        return hit
+
+    def _walk_apart(self, out: np.ndarray, entries, key, roots: np.ndarray, visited: dict[int, tuple[np.ndarray, tuple]]) -> list:
         """:meth:`_walk` of each entry on its own, ORed (exact, as for the halves above).
 
         What an entry's walk adds *inside* its lexeme depends only on its automaton and
@@ -643,7 +661,7 @@ class CompiledGrammar(CompiledConstraint):
                 hit = (j.idx, j.vals, ())
             else:
                 tmp = np.zeros(self.words, dtype=np.uint32)
-                d = self._walk(tmp, tuple([(t, q, y) for t, q in y.key]), y.key, nodes, {y.uid: nodes}, skey[1])
+                d = self._walk(tmp, tuple([(t, q, y) for t, q in y.key]), y.key, nodes, {y.uid: (nodes, skey[1])}, skey[1])
                 chains = tuple(((tuple(sorted({t for _, t in done})),) + ch, nn) for done, ch, nn in _dedupe(d))
                 hit = (*sparsify(tmp), chains)
             self._subs[skey] = hit
