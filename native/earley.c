@@ -58,6 +58,17 @@ typedef struct {
 
 #define FLD(o, off) (*(PyObject **)((char *)(o) + (off)))
 
+/* A fresh stamp for the per-symbol scratch arrays (a mark is valid when it equals c->gen);
+ * after 2^32 calls the stamps start over from cleared arrays, so no stale mark can match. */
+static void next_gen(Core *c) {
+    if (++c->gen == 0) {
+        memset(c->pred, 0, (size_t)c->n_syms * sizeof(unsigned int));
+        memset(c->comp, 0, (size_t)c->n_syms * sizeof(unsigned int));
+        memset(c->wcnt_gen, 0, (size_t)c->n_syms * sizeof(unsigned int));
+        c->gen = 1;
+    }
+}
+
 /* ---- small growable arrays and an int64 hash set ------------------------------------------- */
 
 typedef struct {
@@ -174,7 +185,7 @@ static int set_items(Core *c, PyObject *node, Items *full) {
     PyObject *waiting = PyDict_New();
     int *wsym = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int));
     if (!items || !origins_l || !index || !waiting || !wsym) goto fail;
-    c->gen++;
+    next_gen(c);
     for (Py_ssize_t i = 0; i < n; i++) {
         Item *it = &full->a[i];
         long k;
@@ -276,7 +287,7 @@ static int cmp_int(const void *a, const void *b) {
  * expected or ignored terminal, sorted. */
 static int set_summary(Core *c, PyObject *node, Items *items) {
     int acc = 0;
-    c->gen++;
+    next_gen(c);
     unsigned int g = c->gen;
     int *syms = PyMem_Malloc((size_t)(items->n + c->n_ignore + 1) * sizeof(int));
     if (!syms) {
@@ -340,7 +351,7 @@ static PyObject *close_seeds(Core *c, Items *work) {
     Set seen = {0};
     PyObject *node = NULL, *ikey = NULL;
     unsigned int *pred = c->pred, *comp = c->comp;
-    c->gen++;
+    next_gen(c);
     unsigned int g = c->gen;
     /* the node's own unfinished items by next symbol, as chains of indexes into items */
     int *whead = NULL, *wtail = NULL, *wnext = NULL;
@@ -815,6 +826,10 @@ static PyObject *core_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
                           &np_, &nd, &node_type, &horizon, &exc, &PyTuple_Type, &tables, &start_of, &PyTuple_Type,
                           &fields))
         return NULL;
+    if (!PyExceptionClass_Check(exc)) {
+        PyErr_SetString(PyExc_TypeError, "exc must be an exception class (HorizonReached)");
+        return NULL;
+    }
     if (!PyType_Check(node_type) || Py_TYPE(horizon) != (PyTypeObject *)node_type) {
         PyErr_SetString(PyExc_TypeError, "node_type must be a type and horizon one of its instances");
         return NULL;
