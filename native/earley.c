@@ -346,6 +346,32 @@ static PyObject *new_node(Core *c) {
 
 /* ---- build_node ------------------------------------------------------------------------------ */
 
+/* Pushes node o's stored items (p, d, k) in tuple its (its items, or a waiting table's entry)
+ * onto work, dots moved by shift, origins resolved (k < 0: o itself). */
+static int push_node_items(Core *c, Items *work, PyObject *its, PyObject *o, int shift) {
+    PyObject *origins = FLD(o, c->f_origins);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(its); i++) {
+        PyObject *x = PyTuple_GET_ITEM(its, i);
+        int p = (int)PyLong_AsLong(PyTuple_GET_ITEM(x, 0));
+        int d = (int)PyLong_AsLong(PyTuple_GET_ITEM(x, 1));
+        long k = PyLong_AsLong(PyTuple_GET_ITEM(x, 2));
+        if (items_push(work, p, d + shift, k < 0 ? o : PyTuple_GET_ITEM(origins, k)) < 0) return -1;
+    }
+    return 0;
+}
+
+/* Pushes node o's items waiting for symbol s, advanced over it; HorizonReached where o is the
+ * horizon (the Python horizon's waiting table raises on any look-up). */
+static int push_advanced(Core *c, Items *work, PyObject *o, int s) {
+    if (o == c->horizon) {
+        PyErr_SetNone(c->exc);
+        return -1;
+    }
+    PyObject *w = PyDict_GetItemWithError(FLD(o, c->f_waiting), c->sym_ints[s]);
+    if (!w) return PyErr_Occurred() ? -1 : 0;
+    return push_node_items(c, work, w, o, 1);
+}
+
 static PyObject *close_seeds(Core *c, Items *work) {
     Items items = {0};
     Set seen = {0};
@@ -377,25 +403,8 @@ static PyObject *close_seeds(Core *c, Items *work) {
                 if (wgen[lhs] == g)
                     for (int w = whead[lhs]; w >= 0; w = wnext[w])
                         if (items_push(work, items.a[w].p, items.a[w].d + 1, items.a[w].org) < 0) goto fail;
-            } else {
-                PyObject *org = it.org;
-                if (org == c->horizon) {
-                    PyErr_SetNone(c->exc);
-                    goto fail;
-                }
-                PyObject *wt = PyDict_GetItemWithError(FLD(org, c->f_waiting), c->sym_ints[lhs]);
-                if (!wt) {
-                    if (PyErr_Occurred()) goto fail;
-                    continue;
-                }
-                PyObject *origins = FLD(org, c->f_origins);
-                for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(wt); i++) {
-                    PyObject *t = PyTuple_GET_ITEM(wt, i);
-                    int wp = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
-                    int wd = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 1));
-                    long wk = PyLong_AsLong(PyTuple_GET_ITEM(t, 2));
-                    if (items_push(work, wp, wd + 1, wk < 0 ? org : PyTuple_GET_ITEM(origins, wk)) < 0) goto fail;
-                }
+            } else if (push_advanced(c, work, it.org, lhs) < 0) {
+                goto fail;
             }
             continue;
         }
@@ -565,33 +574,10 @@ static PyObject *core_complete(Core *c, PyObject *done) {
             PyObject *pr = PySequence_Fast_GET_ITEM(fast, i);
             PyObject *o = PyTuple_GET_ITEM(pr, 0);
             int t = (int)PyLong_AsLong(PyTuple_GET_ITEM(pr, 1));
-            if (o == c->horizon) { /* (its waiting table raises: not remembered) */
-                PyErr_SetNone(c->exc);
-                goto fail;
-            }
-            PyObject *origins = FLD(o, c->f_origins);
-            if (c->ignore[t]) { /* full_items(): the item set itself starts again */
-                PyObject *its = FLD(o, c->f_items);
-                for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(its); j++) {
-                    PyObject *x = PyTuple_GET_ITEM(its, j);
-                    long k = PyLong_AsLong(PyTuple_GET_ITEM(x, 2));
-                    if (items_push(&work, (int)PyLong_AsLong(PyTuple_GET_ITEM(x, 0)),
-                                   (int)PyLong_AsLong(PyTuple_GET_ITEM(x, 1)), k < 0 ? o : PyTuple_GET_ITEM(origins, k)) < 0)
-                        goto fail;
-                }
-            }
-            PyObject *w = PyDict_GetItemWithError(FLD(o, c->f_waiting), c->sym_ints[t]);
-            if (!w) {
-                if (PyErr_Occurred()) goto fail;
-                continue;
-            }
-            for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(w); j++) {
-                PyObject *x = PyTuple_GET_ITEM(w, j);
-                long k = PyLong_AsLong(PyTuple_GET_ITEM(x, 2));
-                if (items_push(&work, (int)PyLong_AsLong(PyTuple_GET_ITEM(x, 0)),
-                               (int)PyLong_AsLong(PyTuple_GET_ITEM(x, 1)) + 1, k < 0 ? o : PyTuple_GET_ITEM(origins, k)) < 0)
-                    goto fail;
-            }
+            /* (ignored: full_items(), the item set itself starts again; the horizon has no
+             * items, and push_advanced raises for it, not remembered) */
+            if (c->ignore[t] && push_node_items(c, &work, FLD(o, c->f_items), o, 0) < 0) goto fail;
+            if (push_advanced(c, &work, o, t) < 0) goto fail;
         }
         /* (origins None never occur here: every seed names a real node) */
         node = close_seeds(c, &work);
@@ -739,29 +725,21 @@ static PyObject *core_view(Core *c, PyObject *const *args, Py_ssize_t nargs) {
 
 /* ---- the type ------------------------------------------------------------------------------- */
 
+/* the object references the core holds, for the GC protocol's two walks over them */
+#define CORE_OBJECTS(X) \
+    X(node_type) X(horizon) X(exc) X(intern) X(nodes) X(cache) X(view_intern) X(views) X(start_of)
+
 static int core_traverse(Core *c, visitproc visit, void *arg) {
-    Py_VISIT(c->node_type);
-    Py_VISIT(c->horizon);
-    Py_VISIT(c->exc);
-    Py_VISIT(c->intern);
-    Py_VISIT(c->nodes);
-    Py_VISIT(c->cache);
-    Py_VISIT(c->view_intern);
-    Py_VISIT(c->views);
-    Py_VISIT(c->start_of);
+#define VISIT(f) Py_VISIT(c->f);
+    CORE_OBJECTS(VISIT)
+#undef VISIT
     return 0;
 }
 
 static int core_clear(Core *c) {
-    Py_CLEAR(c->node_type);
-    Py_CLEAR(c->horizon);
-    Py_CLEAR(c->exc);
-    Py_CLEAR(c->intern);
-    Py_CLEAR(c->nodes);
-    Py_CLEAR(c->cache);
-    Py_CLEAR(c->view_intern);
-    Py_CLEAR(c->views);
-    Py_CLEAR(c->start_of);
+#define CLEAR(f) Py_CLEAR(c->f);
+    CORE_OBJECTS(CLEAR)
+#undef CLEAR
     return 0;
 }
 
