@@ -573,8 +573,10 @@ class CompiledGrammar(CompiledConstraint):
                 if not len(nodes):
                     continue
                 visited[y.uid] = both
-            for ch, nn in self._subtree(out, y, nodes, nk):
-                deferred.append((_uid_pairs(done), ch, nn))
+            chains = self._subtree(out, y, nodes, nk)
+            if chains:  # (the pairs' key once for all of the subtree's chains)
+                ud = _uid_pairs(done)
+                deferred += [(ud, ch, nn) for ch, nn in chains]
         return deferred
 
     def _drop_walked(self, prev: tuple[np.ndarray, tuple], nodes: np.ndarray, nk: tuple) -> tuple:
