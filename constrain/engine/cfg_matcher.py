@@ -58,6 +58,7 @@ from constrain.cfg.lexer import LexerDFA
 from constrain.engine import cfg_kernels
 from constrain.engine.cfg_kernels import or_sparse, sparsify, walk_classes
 from constrain.engine.matcher import CompiledConstraint, HistoryMatcher, bitmask_words
+from constrain.engine.slices import TokenSlices, slices_for
 from constrain.errors import ConstraintTooLarge
 from constrain.vocab import Vocabulary
 
@@ -113,6 +114,7 @@ class CompiledGrammar(CompiledConstraint):
         view_depths: tuple[int | None, ...] = (3, None),
         split_entries: bool = True,
         end_check: Callable[[bytes], bool] | None = None,
+        slices: bool = True,
     ) -> None:
         self.grammar = grammar
         self.vocab = vocab
@@ -164,6 +166,7 @@ class CompiledGrammar(CompiledConstraint):
             "union_hits": 0,
             "resolved_hits": 0,
             "item_hits": 0,
+            "slice_walks": 0,
         }
         # origin levels seen by a mask walk, then by the retries of what it deferred; the
         # last entry must be None (the real nodes, see EarleyGrammar.view)
@@ -184,6 +187,10 @@ class CompiledGrammar(CompiledConstraint):
         # entries reach a lexeme boundary there (see _walk_apart)
         self._unions: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple[int, ...]]] = OrderedDict()
         self._drops: OrderedDict[tuple, tuple] = OrderedDict()  # see _drop_walked
+        # settle most tokens of a walk from inside a string without visiting them
+        # (constrain.engine.slices); off: every walk visits the whole trie (the reference)
+        self.slices = slices
+        self._slices: TokenSlices | None = None
 
     def matcher(self) -> CFGMatcher:
         return CFGMatcher(self)
@@ -294,6 +301,14 @@ class CompiledGrammar(CompiledConstraint):
             self._bnd_state = np.empty(trie.n_nodes, dtype=np.int32)
         out = self._scratch
         t0 = time.perf_counter()
+        tier = None
+        if self.slices and len(roots) == 1 and roots[0] == 0:
+            # from the root, inside a string: most tokens are settled without a walk (see
+            # constrain.engine.slices); the rest trie is walked and its nodes mapped back
+            if self._slices is None:
+                self._slices = slices_for(self.vocab)
+            tier = self._slices.pick(lx.table, lx.cls, lx.accept, lx.start)
+        wt = trie if tier is None else tier.trie
         while True:
             nb = cfg_kernels.lexer_walk(
                 lx.table,
@@ -301,14 +316,14 @@ class CompiledGrammar(CompiledConstraint):
                 lx.accept,
                 lx.start,
                 roots,
-                trie.byte,
-                trie.depth,
-                trie.next,
-                trie.tok_start,
-                trie.tok_end,
-                trie.tokens,
-                trie.tok1,
-                trie.max_depth,
+                wt.byte,
+                wt.depth,
+                wt.next,
+                wt.tok_start,
+                wt.tok_end,
+                wt.tokens,
+                wt.tok1,
+                wt.max_depth,
                 out,
                 self._bnd_node,
                 self._bnd_state,
@@ -318,6 +333,11 @@ class CompiledGrammar(CompiledConstraint):
             out[:] = 0
             self._bnd_node = np.empty(2 * nb, dtype=np.int32)
             self._bnd_state = np.empty(2 * nb, dtype=np.int32)
+        if tier is not None:
+            np.bitwise_or(out, tier.words, out=out)
+            if nb:
+                self._bnd_node[:nb] = tier.node_map[self._bnd_node[:nb]]
+            self.stats["slice_walks"] += 1
         idx = np.flatnonzero(out).astype(np.int32)
         vals = out[idx].copy()
         out[idx] = 0
