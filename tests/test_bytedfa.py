@@ -67,3 +67,16 @@ def test_trim_keeps_the_language_and_only_live_states(raw, words):
     assert mini.n_states <= dfa.n_states
     for w in words:
         assert mini.accepts(w) == dfa.accepts(w)
+
+
+def test_digest_follows_content_not_identity() -> None:
+    """Walk caches are shared across grammars by this digest: equal automata must agree, and
+    a change of one transition or one accepting flag must not."""
+    a = ByteDFA.literal(b"ab")
+    b = ByteDFA.literal(b"ab")
+    assert a is not b and a.digest == b.digest
+    assert ByteDFA.literal(b"ac").digest != a.digest
+    flipped = ByteDFA(a.table, ~a.accepting, a.start, trim=False)
+    assert flipped.digest != a.digest
+    wider = ByteDFA(np.asfortranarray(a.table), a.accepting, a.start, trim=False)  # (layout only)
+    assert wider.digest == a.digest

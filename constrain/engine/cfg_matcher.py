@@ -240,13 +240,7 @@ class CompiledGrammar(CompiledConstraint):
             for t, q in key:
                 g = self._digests.get(t)
                 if g is None:
-                    p.dfa(t)
-                    tab, acc = p._tables[t], p._accs[t]
-                    h = hashlib.blake2b(digest_size=16)
-                    h.update(np.asarray(tab.shape, dtype=np.int64).tobytes())
-                    h.update(np.ascontiguousarray(tab).tobytes())
-                    h.update(np.ascontiguousarray(acc, dtype=np.bool_).tobytes())
-                    g = self._digests[t] = h.digest()
+                    g = self._digests[t] = p.dfa(t).digest
                 parts.append((g, q))
             d = self._dkeys[key] = tuple(parts)
         return d
