@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from constrain.automata.regex import regex_to_dfa
 from constrain.engine import cfg_kernels
-from constrain.engine.slices import STRING_BODY, TokenSlices, reference_safe_depth, safe_depth
+from constrain.engine.slices import BODY_CLASSES, STRING_BODY, TokenSlices, reference_safe_depth, safe_depth
 from constrain.vocab import Vocabulary
 
 # one byte of each kind the body DFA tells apart: ASCII (space sorts before the quote, so
@@ -38,7 +38,7 @@ def dfa_case(draw):
 @given(dfa_case(), st.integers(0, 6))
 def test_safe_depth_matches_the_definition(case, cap) -> None:
     table, accept, start = case
-    fast = safe_depth(table, IDENT, accept, start, STRING_BODY, cap)
+    fast = safe_depth(table, IDENT, accept, start, STRING_BODY, BODY_CLASSES, cap)
     assert fast == reference_safe_depth(table, IDENT, accept, start, STRING_BODY, cap)
 
 
@@ -50,11 +50,11 @@ def test_safe_depth_with_byte_classes() -> None:
     cls = cls.reshape(-1).astype(np.intp)
     acc = np.asarray(dfa.accepting, dtype=np.bool_)
     for q in range(len(full)):
-        a = safe_depth(np.ascontiguousarray(cols, dtype=np.int32), cls, acc, q, STRING_BODY, 9)
-        assert a == safe_depth(full, IDENT, acc, q, STRING_BODY, 9)
+        a = safe_depth(np.ascontiguousarray(cols, dtype=np.int32), cls, acc, q, STRING_BODY, BODY_CLASSES, 9)
+        assert a == safe_depth(full, IDENT, acc, q, STRING_BODY, BODY_CLASSES, 9)
     # 5 characters left, then only the quote: 4 bytes safe (the 5th may be followed by `"`
     # only, but the 5th byte itself is still inside), i.e. strings of <= 5 bytes stay inside
-    assert safe_depth(full, IDENT, acc, dfa.start, STRING_BODY, 9) == 5
+    assert safe_depth(full, IDENT, acc, dfa.start, STRING_BODY, BODY_CLASSES, 9) == 5
 
 
 def _tiered_walk(sl: TokenSlices, table, accept, start, vocab):

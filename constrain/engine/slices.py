@@ -63,6 +63,9 @@ def _string_body_dfa() -> np.ndarray:
 
 
 STRING_BODY = _string_body_dfa()
+# byte -> number of its column of STRING_BODY among the distinct columns (safe_depth visits
+# one byte per class)
+BODY_CLASSES = np.unique(STRING_BODY, axis=1, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 # rest-trie tiers: (most bytes of an S token settled without walking; None: all of S)
 TIERS: tuple[int | None, ...] = (16, 32, None)
@@ -75,6 +78,7 @@ def safe_depth(
     accept: np.ndarray,  # bool (n_states,)
     start: int,
     body: np.ndarray,  # int32 (n_body_states, 256): STRING_BODY
+    body_cls: np.ndarray,  # byte -> class of equal columns of body (BODY_CLASSES)
     cap: int,
 ) -> int:
     """Breadth-first over (lexer state, body state) pairs from ``(start, 0)``; the first level
@@ -85,24 +89,18 @@ def safe_depth(
     """
     nt = table.shape[0]
     nr = body.shape[0]
-    # representative bytes of the joint classes: bytes alike in the lexer and in every body row
+    # representative bytes of the joint classes: one per (lexer column, body class) met
+    ncol = table.shape[1]
+    nbc = 0
+    for b in range(256):
+        nbc = max(nbc, body_cls[b] + 1)
+    taken = np.zeros(ncol * nbc, dtype=np.bool_)
     reps = np.empty(256, dtype=np.int64)
     nrep = 0
     for b in range(256):
-        fresh = True
-        for a in range(nrep):
-            o = reps[a]
-            if cls[o] != cls[b]:
-                continue
-            same = True
-            for r in range(nr):
-                if body[r, o] != body[r, b]:
-                    same = False
-                    break
-            if same:
-                fresh = False
-                break
-        if fresh:
+        j = cls[b] * nbc + body_cls[b]
+        if not taken[j]:
+            taken[j] = True
             reps[nrep] = b
             nrep += 1
     seen = np.zeros(nt * nr, dtype=np.bool_)
@@ -233,7 +231,7 @@ class TokenSlices:
         """The tier with the most settled tokens that state ``start`` admits, or None."""
         if not self.tiers or start < 0:
             return None
-        d = safe_depth(table, cls, accept, start, STRING_BODY, self.tiers[-1].limit)
+        d = safe_depth(table, cls, accept, start, STRING_BODY, BODY_CLASSES, self.tiers[-1].limit)
         best = None
         for t in self.tiers:
             if t.limit <= d:
