@@ -153,3 +153,25 @@ def test_formats_are_asserted_at_the_end_when_the_schema_asserts_them():
         compiled = constrain.compile(spec, BYTES)
         assert compiled.matcher().accepts_text('"a/b?c#d"')
         assert compiled.matcher().accepts_text('"a b"') == want  # (a space: not a URI reference)
+
+
+def test_the_validator_is_loaded_at_compile_time():
+    """Its load (and the schema's patterns compiled into ``re``'s cache) is compile work, not a
+    cost of the first mask that meets an accepting state."""
+    import re
+
+    schema = {**UNIQUE, "items": {"type": "string", "pattern": "^(q[a-z]{2}z)+$"}}
+    m = _compile(schema).matcher()
+    assert m.compiled.end_check._validator is not None
+    re.purge()
+    ev = EndValidator(schema, "2020-12")
+    ev.prepare()
+    assert ev._validator is not None
+    cache = getattr(re, "_cache", None)  # (a CPython detail: checked where it exists)
+    if isinstance(cache, dict):
+        assert "^(q[a-z]{2}z)+$" in {k[1] for k in cache}
+    assert ev(b'["qabz"]') and not ev(b'["qabz", "qabz"]')
+    # a schema the validator cannot load is left to the first check (which answers True)
+    bad = EndValidator({"type": "array", "pattern": "("}, "2020-12")
+    bad.prepare()
+    assert bad(b"[1]")

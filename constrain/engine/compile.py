@@ -42,6 +42,9 @@ def compile(constraint: Any, vocab: Vocabulary, **options: Any) -> CompiledConst
         validate = options.pop("validate_end", True)
         end = getattr(constraint, "end_check", None)
         check = end() if validate and callable(end) else None
+        prepare = getattr(check, "prepare", None)
+        if callable(prepare):  # (its load is compile work: not in the first mask that meets EOS)
+            prepare()
         return CompiledGrammar(grammar, vocab, end_check=check, **options)
     if isinstance(constraint, str):
         raise ConstrainError(
