@@ -219,3 +219,17 @@ def test_states_of_one_walk_class_walk_alike(case) -> None:
         allowed, bnd = cfg_kernels.reference_walk(table, accept, q, roots, trie, n_tokens)
         got = (allowed.tobytes(), sorted(node for node, s in bnd if accept[s]))
         assert walks.setdefault(int(cls[q]), got) == got
+
+
+@settings(max_examples=150, deadline=None)
+@given(class_case())
+def test_byte_class_map_matches_reference(case) -> None:
+    """Same numbering (by smallest byte) as comparing the columns as tuples."""
+    table, _, _ = case
+    fast = cfg_kernels.byte_class_map(table)
+    ref = cfg_kernels.reference_byte_class_map(table)
+    assert fast.tolist() == ref.tolist()
+    cols = table.T
+    for a in range(0, 256, 17):
+        for b in range(256):
+            assert (fast[a] == fast[b]) == bool((cols[a] == cols[b]).all())
