@@ -33,6 +33,7 @@ import weakref
 import numpy as np
 from numba import njit
 
+from constrain.engine.matcher import bool_to_bitmask
 from constrain.vocab import Vocabulary
 from constrain.vocab.trie import TokenTrie
 
@@ -193,14 +194,13 @@ def _body_lengths(offsets: np.ndarray, blob: np.ndarray, body: np.ndarray) -> np
 class Tier:
     """One rest trie: the tokens not settled when a state admits ``limit`` bytes of ``S``."""
 
-    __slots__ = ("limit", "trie", "node_map", "words", "tok1")
+    __slots__ = ("limit", "trie", "node_map", "words")
 
     def __init__(self, limit: int, trie: TokenTrie, node_map: np.ndarray, words: np.ndarray) -> None:
         self.limit = limit
         self.trie = trie
         self.node_map = node_map  # rest-trie node -> full-trie node
         self.words = words  # uint32 mask words of the settled tokens
-        self.tok1 = trie.tok1
 
 
 class TokenSlices:
@@ -212,7 +212,6 @@ class TokenSlices:
         lens = _body_lengths(offsets, blob, STRING_BODY)  # byte length of each token in S, else 0
         self.max_len = int(lens.max()) if len(lens) else 0
         full = vocab.trie
-        n_words = (len(tb) + 31) // 32
         self.tiers: list[Tier] = []
         for lim in tiers:
             k = self.max_len if lim is None else min(lim, self.max_len)
@@ -221,10 +220,7 @@ class TokenSlices:
             settled = (lens > 0) & (lens <= k)
             rest = TokenTrie.build([None if settled[i] else b for i, b in enumerate(tb)])
             node_map = _map_nodes(full.byte, full.depth, full.next, rest.byte, rest.depth)
-            words = np.zeros(n_words, dtype=np.uint32)
-            ids = np.flatnonzero(settled)
-            np.bitwise_or.at(words, ids >> 5, (np.uint32(1) << (ids & 31).astype(np.uint32)))
-            self.tiers.append(Tier(k, rest, node_map, words))
+            self.tiers.append(Tier(k, rest, node_map, bool_to_bitmask(settled).view(np.uint32)))
         self.tiers.sort(key=lambda t: t.limit)
 
     def pick(self, table: np.ndarray, cls: np.ndarray, accept: np.ndarray, start: int) -> Tier | None:
