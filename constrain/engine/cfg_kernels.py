@@ -420,7 +420,8 @@ def walk_classes(table: np.ndarray, accept: np.ndarray, depth: int) -> np.ndarra
     """
     table = np.ascontiguousarray(table, dtype=np.int32)
     accept = np.ascontiguousarray(accept, dtype=np.bool_)
-    return _walk_classes(table, accept, int(depth))
+    # (bytes acting alike are one letter: the rounds read one column per byte class)
+    return _walk_classes(table, accept, int(depth), byte_class_map(table).astype(np.int64))
 
 
 @njit(cache=True, nogil=True)
@@ -468,21 +469,12 @@ def _group(keys: np.ndarray, hashes: np.ndarray, out: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _walk_classes(table: np.ndarray, accept: np.ndarray, depth: int) -> np.ndarray:
+def _walk_classes(table: np.ndarray, accept: np.ndarray, depth: int, colid: np.ndarray) -> np.ndarray:
     n, m = table.shape
     cls = np.empty(n, dtype=np.int64)
     if n == 0:
         return cls
-    # distinct columns (bytes acting alike are one letter)
-    colkeys = np.ascontiguousarray(table.T).astype(np.int64)
-    ch = np.empty(m, dtype=np.uint64)
-    for c in range(m):
-        h = np.uint64(1469598103934665603)
-        for q in range(n):
-            h = _mix(h, colkeys[c, q])
-        ch[c] = h
-    colid = np.empty(m, dtype=np.int64)
-    nc = _group(colkeys, ch, colid)
+    nc = colid.max() + 1  # (colid: byte_class_map of table)
     cols = np.empty(nc, dtype=np.int64)
     for c in range(m - 1, -1, -1):
         cols[colid[c]] = c
