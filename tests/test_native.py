@@ -801,6 +801,36 @@ def test_earley_nodes_are_untracked_and_still_parse(llama3_vocab):
     assert not m.accepts_prefix_bytes(b"[[1,]")
 
 
+def test_c_built_node_tables_are_untracked_and_parsers_free_without_the_cyclic_gc():
+    import gc
+    import weakref
+
+    import constrain
+    from constrain.cfg.earley import EarleyGrammar
+
+    g = constrain.grammar('start: "[" [item ("," item)*] "]"\nitem: start | /[0-9]+/\n%ignore " "')
+    p = EarleyGrammar(g)
+    assert p.accelerated
+    pos = p.run(p.start_pos(), b"[[1, [2]], ")
+    assert pos is not None and p.run(pos, b"3]") is not None
+    nodes = list(p._nodes.values())
+    assert len(nodes) > 3
+    for n in nodes:  # (what the C core builds holds ints and nodes only: nothing to trace)
+        for part in (n.items, n.origins, n.waiting, n.key, n.expected, *n.items, *n.key, *n.waiting.values()):
+            assert not gc.is_tracked(part), (n, part)
+    # the parser and its C core refer to each other only weakly: reference counting frees
+    # them (a cycle left every parser's memos to a gen-2 pause inside a later fill_mask)
+    ref = weakref.ref(p)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        del p, nodes, pos
+        assert ref() is None
+    finally:
+        if was:
+            gc.enable()
+
+
 # ---- native/earley.c: the Earley item-set primitives ------------------------------------------
 
 _EARLEY_GRAMMARS = {

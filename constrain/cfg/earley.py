@@ -28,7 +28,8 @@ ambiguity, empty alternatives.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection
+import weakref
+from collections.abc import Callable, Collection
 
 import numpy as np
 
@@ -191,6 +192,26 @@ Pos = tuple[tuple[tuple[int, int, int], ...], int]
 _DEAD: Pos = ((), 0)
 
 
+def _start_state_of(parser: EarleyGrammar) -> Callable[[int], int]:
+    """The C core's callback for a terminal's DFA start state, holding ``parser`` weakly.
+
+    Why weakly: the parser holds the core's bound methods, so a strong reference back made
+    a cycle, and every compiled grammar was freed by the cyclic GC instead of by reference
+    counting -- a gen-2 collection then freed a whole parser's memos (hundreds of thousands
+    of objects) inside whatever call triggered it, typically a later grammar's fill_mask
+    (~25 ms pauses, measured on JSONSchemaBench, 2026-12-03).
+    """
+    ref = weakref.ref(parser)
+
+    def start_of(t: int) -> int:
+        p = ref()
+        if p is None:  # (the core outlived its parser: nothing can ask it any more)
+            raise ReferenceError("the parser of this Earley core is gone")
+        return p._start_state(t)
+
+    return start_of
+
+
 class EarleyGrammar:
     """A :class:`Grammar` prepared for recognition: integer symbols, productions, lazy DFAs.
 
@@ -283,7 +304,7 @@ class EarleyGrammar:
                 self.horizon,
                 HorizonReached,
                 (self._intern, self._nodes, self._complete_cache, self._view_intern, self._views),
-                self._start_state,
+                _start_state_of(self),
                 tuple(_NODE_FIELDS.index(f) for f in _CORE_FIELDS),
             )
             # (instance attributes: callers get the C methods without a Python frame)
