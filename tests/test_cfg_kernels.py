@@ -156,6 +156,30 @@ def test_sparse_word_kernels_match_references(words, pairs) -> None:
     assert np.array_equal(a, b)
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=40),
+    st.booleans(),
+    st.lists(st.tuples(st.integers(0, 29), st.integers(0, 5)), max_size=40),
+    st.booleans(),
+    st.integers(0, 3),
+)
+def test_finish_walk_matches_reference(words, with_extra, bnd, with_map, spare) -> None:
+    w = np.array(words, dtype=np.uint32)
+    w[::3] = 0
+    extra = (w[::-1] & np.uint32(0x0F0F0F0F)).copy() if with_extra else np.zeros(0, dtype=np.uint32)
+    node_map = np.arange(100, 130, dtype=np.int32)[::-1].copy() if with_map else np.zeros(0, dtype=np.int32)
+    nb = len(bnd)
+    bn = np.array([n for n, _ in bnd] + [7] * spare, dtype=np.int32)  # (buffers longer than nb)
+    bs = np.array([s for _, s in bnd] + [9] * spare, dtype=np.int32)
+    a, b = w.copy(), w.copy()
+    got = cfg_kernels.finish_walk(a, extra, node_map, bn, bs, nb)
+    want = cfg_kernels.reference_finish_walk(b, extra, node_map, bn, bs, nb)
+    assert not a.any() and not b.any()  # (the scratch words are left zeroed)
+    for x, y in zip(got, want, strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y), (x, y)
+
+
 @settings(max_examples=60, deadline=None)
 @given(walk_case(), st.lists(st.integers(0, 3), min_size=256, max_size=256))
 def test_lexer_walk_with_byte_classes_matches_expanded_table(case, cls_list) -> None:

@@ -390,6 +390,81 @@ def sparsify(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx, vals
 
 
+@njit(cache=True, nogil=True)
+def finish_walk(
+    out: np.ndarray,  # uint32 words the walk ORed into; zeroed here
+    extra: np.ndarray,  # uint32 words ORed in first (a slice tier's settled tokens), or empty
+    node_map: np.ndarray,  # int32: walked trie node -> reported node, or empty for the identity
+    bnd_node: np.ndarray,
+    bnd_state: np.ndarray,
+    nb: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A walk's result in the form the walk cache keeps, in one call: ``(idx, vals)`` of the
+    non-zero words of ``out | extra`` (and ``out`` zeroed for the next walk), and the boundary
+    nodes mapped and grouped by state -- ``(states, nodes, starts)``: group ``g`` is state
+    ``states[starts[g]]`` with nodes ``nodes[starts[g]:starts[g + 1]]``, nodes in walk order.
+
+    Why one kernel: done with numpy this was a dozen calls (nonzero, fancy indexing, a stable
+    argsort, diff...), each a few microseconds of dispatch around little work, on every one
+    of the ~9k walks of a 120-schema JSONSchemaBench run.  :func:`reference_finish_walk` is
+    the numpy definition.
+    """
+    if extra.shape[0]:
+        for i in range(out.shape[0]):
+            out[i] |= extra[i]
+    n = 0
+    for i in range(out.shape[0]):
+        if out[i]:
+            n += 1
+    idx = np.empty(n, dtype=np.int32)
+    vals = np.empty(n, dtype=np.uint32)
+    n = 0
+    for i in range(out.shape[0]):
+        w = out[i]
+        if w:
+            idx[n] = i
+            vals[n] = w
+            out[i] = 0
+            n += 1
+    order = np.argsort(bnd_state[:nb], kind="mergesort")
+    states = np.empty(nb, dtype=np.int32)
+    nodes = np.empty(nb, dtype=np.int32)
+    for k in range(nb):
+        states[k] = bnd_state[order[k]]
+        v = bnd_node[order[k]]
+        nodes[k] = node_map[v] if node_map.shape[0] else v
+    ng = 0
+    for k in range(nb):
+        if k == 0 or states[k] != states[k - 1]:
+            ng += 1
+    starts = np.empty(ng + 1, dtype=np.int64)
+    g = 0
+    for k in range(nb):
+        if k == 0 or states[k] != states[k - 1]:
+            starts[g] = k
+            g += 1
+    starts[ng] = nb
+    return idx, vals, states, nodes, starts
+
+
+def reference_finish_walk(out, extra, node_map, bnd_node, bnd_state, nb: int):
+    """numpy :func:`finish_walk` (what CompiledGrammar.job did inline before)."""
+    if len(extra):
+        np.bitwise_or(out, extra, out=out)
+    idx = np.flatnonzero(out).astype(np.int32)
+    vals = out[idx].copy()
+    out[idx] = 0
+    nodes = bnd_node[:nb]
+    if len(node_map):
+        nodes = node_map[nodes]
+    order = np.argsort(bnd_state[:nb], kind="stable")
+    ss = bnd_state[:nb][order].astype(np.int32)
+    nn = np.asarray(nodes)[order].astype(np.int32)
+    cuts = np.flatnonzero(np.diff(ss)) + 1
+    starts = np.concatenate(([0], cuts, [nb])).astype(np.int64) if nb else np.zeros(1, dtype=np.int64)
+    return idx, vals, ss, nn, starts
+
+
 def reference_or_sparse(out: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
     """Plain-Python :func:`or_sparse` (repeated indices OR in turn)."""
     for i, v in zip(idx.tolist(), vals.tolist(), strict=True):

@@ -68,6 +68,8 @@ _or_sparse = or_sparse if _native is None else _native.or_sparse
 _copy_words = None if _native is None else _native.copy_words
 
 _MISSING = object()
+_EMPTY_WORDS = np.zeros(0, dtype=np.uint32)
+_EMPTY_NODES = np.zeros(0, dtype=np.int32)
 _DEEPER = object()  # (an _rmasks marker: views this deep do not settle the mask)
 
 # Walks and product lexers depend only on the *content* of the terminal automata in play (and
@@ -328,24 +330,19 @@ class CompiledGrammar(CompiledConstraint):
             self._bnd_node = np.empty(2 * nb, dtype=np.int32)
             self._bnd_state = np.empty(2 * nb, dtype=np.int32)
         if tier is not None:
-            np.bitwise_or(out, tier.words, out=out)
-            if nb:
-                self._bnd_node[:nb] = tier.node_map[self._bnd_node[:nb]]
             self.stats["slice_walks"] += 1
-        idx = np.flatnonzero(out).astype(np.int32)
-        vals = out[idx].copy()
-        out[idx] = 0
+        idx, vals, ss, nn, starts = cfg_kernels.finish_walk(
+            out,
+            _EMPTY_WORDS if tier is None else tier.words,
+            _EMPTY_NODES if tier is None else tier.node_map,
+            self._bnd_node,
+            self._bnd_state,
+            nb,
+        )
         bnd: list[tuple[int, np.ndarray, tuple]] = []
-        if nb:
-            states = self._bnd_state[:nb]
-            nodes = self._bnd_node[:nb]
-            order = np.argsort(states, kind="stable")
-            ss = states[order]
-            nn = nodes[order]
-            cuts = np.flatnonzero(np.diff(ss)) + 1
-            for a, b in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [nb])), strict=True):
-                grp = np.ascontiguousarray(nn[a:b])
-                bnd.append((int(ss[a]), grp, _roots_key(grp)))
+        for g in range(len(starts) - 1):
+            grp = nn[starts[g] : starts[g + 1]]
+            bnd.append((int(ss[starts[g]]), grp, _roots_key(grp)))
         j = _Job(idx, vals, bnd)
         self.stats["walks"] += 1
         self.stats["walk_s"] += time.perf_counter() - t0
