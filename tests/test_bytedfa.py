@@ -78,5 +78,10 @@ def test_digest_follows_content_not_identity() -> None:
     assert ByteDFA.literal(b"ac").digest != a.digest
     flipped = ByteDFA(a.table, ~a.accepting, a.start, trim=False)
     assert flipped.digest != a.digest
+    plain = ByteDFA(a.table, a.accepting, a.start, trim=False)  # (hashed by its table)
     wider = ByteDFA(np.asfortranarray(a.table), a.accepting, a.start, trim=False)  # (layout only)
-    assert wider.digest == a.digest
+    assert wider.digest == plain.digest
+    # a literal's digest is one of its bytes (its table is a function of them), kept apart
+    # from every table digest: equal literals agree, different ones do not
+    assert ByteDFA.literal(b"").digest == ByteDFA.epsilon().digest
+    assert len({ByteDFA.literal(x).digest for x in (b"", b"a", b"ab", b"ba", b"a\x00")}) == 5

@@ -272,8 +272,11 @@ class CompiledGrammar(CompiledConstraint):
             t = key[0][0]
             p = self.parser
             table, acc = p._tables[t], p._accs[t]
-            # (~0.2 ms for a typical string terminal, once per process; a full walk ~1.8 ms)
-            cl = None if len(table) > WALK_CLASSES_MAX_STATES else walk_classes(table, acc, ck_d[1])
+            # (~0.2 ms for a typical string terminal, once per process; a full walk ~1.8 ms).
+            # A literal's states all walk differently (each expects another suffix), bar
+            # periodic literals past the longest token: numbering them is all cost
+            big = len(table) > WALK_CLASSES_MAX_STATES or "literal_bytes" in p.dfa(t).__dict__
+            cl = None if big else walk_classes(table, acc, ck_d[1])
             _SHARED_CLASSES[ck_d] = cl
             if len(_SHARED_CLASSES) > SHARED_LEXERS_MAX:
                 _SHARED_CLASSES.popitem(last=False)
