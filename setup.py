@@ -11,7 +11,7 @@ setup(
     ext_modules=[
         Extension(
             "constrain._native",
-            sources=["native/maskwriter.c", "native/propose.c", "native/cfgwords.c", "native/records.c", "native/earley.c"],
+            sources=["native/maskwriter.c", "native/propose.c", "native/cfgwords.c", "native/records.c", "native/earley.c", "native/cfgwalk.c"],
             # -O3: the block-max loop in propose.c must be vectorised
             extra_compile_args=["-O3"],
             optional=True,

@@ -710,6 +710,7 @@ extern PyMethodDef constrain_propose_methods[]; /* native/propose.c */
 extern PyMethodDef constrain_cfgwords_methods[]; /* native/cfgwords.c */
 extern int constrain_records_init(PyObject *m); /* native/records.c */
 extern int constrain_earley_init(PyObject *m);  /* native/earley.c */
+extern int constrain_cfgwalk_init(PyObject *m); /* native/cfgwalk.c */
 
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
@@ -724,7 +725,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&native_module);
     if (!m) return NULL;
     if (PyModule_AddFunctions(m, constrain_cfgwords_methods) < 0 || constrain_records_init(m) < 0 ||
-        constrain_earley_init(m) < 0) {
+        constrain_earley_init(m) < 0 || constrain_cfgwalk_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

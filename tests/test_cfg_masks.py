@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import constrain
 from constrain.cfg.generate import random_member
@@ -60,12 +62,62 @@ def _toy_vocab() -> Vocabulary:
     return Vocabulary.from_token_bytes(toks, eos_token_ids=[0])
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["c-walk", "python-walk"])
 @pytest.mark.parametrize("split", [True, False], ids=["entries-split", "product-lexer"])
 @pytest.mark.parametrize("name", ["json", "arithmetic", "c_like", "python_expr", "smiles", "sql"])
-def test_toy_vocab_masks_match_brute_force_on_random_walks(name: str, split: bool) -> None:
+def test_toy_vocab_masks_match_brute_force_on_random_walks(name: str, split: bool, native: bool) -> None:
     vocab = _toy_vocab()
-    cg = CompiledGrammar(_grammar(name), vocab, split_entries=split)
+    cg = CompiledGrammar(_grammar(name), vocab, split_entries=split, native_walk=native)
     assert _random_walks(cg, random.Random(11), 8, 15, name) > 30
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(["json", "c_like", "python_expr", "sql", "keys"]),
+    split=st.booleans(),
+    seed=st.integers(0, 10**6),
+)
+def test_c_walk_equals_the_python_walk(name: str, split: bool, seed: int) -> None:
+    """native/cfgwalk.c against its reference, CompiledGrammar._walk/_walk_apart/_subtree:
+    the same masks along random walks, and the same cache traffic (hits of every kind)."""
+    from constrain.engine import cfg_matcher
+
+    if cfg_matcher._cfg_walk is None:
+        pytest.skip("the C extension was not built")
+    vocab = _toy_vocab()
+    g = constrain.grammar(KEYS_GRAMMAR) if name == "keys" else _grammar(name)
+    fast = CompiledGrammar(g, vocab, split_entries=split)
+    ref = CompiledGrammar(g, vocab, split_entries=split, native_walk=False)
+    assert fast.native_walk and not ref.native_walk
+    rng = random.Random(seed)
+    mf, mr = fast.matcher(), ref.matcher()
+    for _ in range(14):
+        a, b = mf.mask(), mr.mask()
+        assert np.array_equal(a, b)
+        allowed = np.flatnonzero(a)
+        if not len(allowed):
+            break
+        t = int(rng.choice(allowed.tolist()))
+        mf.advance(t)
+        mr.advance(t)
+        if mf.is_terminated():
+            break
+    for k in ("sub_hits", "union_hits", "deferred", "mask_hits", "view_hits"):
+        assert fast.stats[k] == ref.stats[k], k
+
+
+def test_c_walk_rejects_what_is_not_a_grammar() -> None:
+    from constrain.engine import cfg_matcher
+
+    if cfg_matcher._cfg_walk is None:
+        pytest.skip("the C extension was not built")
+    with pytest.raises(AttributeError):
+        cfg_matcher._cfg_walk(object(), np.zeros(4, np.uint32), (), (), np.zeros(1, np.int32), {}, None)
+    cg = CompiledGrammar(_grammar("json"), _toy_vocab())
+    with pytest.raises(TypeError):
+        cfg_matcher._cfg_walk(cg, np.zeros(4, np.uint32), [], (), np.zeros(1, np.int32), {}, None)
+    with pytest.raises(TypeError):
+        cfg_matcher._cfg_walk(cg, np.zeros(4, np.uint32), (), ())
 
 
 # an object whose key position offers many literal keys (as a schema's properties do), nested,

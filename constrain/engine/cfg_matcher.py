@@ -43,6 +43,7 @@ item set only; terminal DFAs, lexer products and walks are built when first reac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import weakref
@@ -66,6 +67,8 @@ from constrain.vocab import Vocabulary
 # costs ~0.5-1 us of dispatch around sub-microsecond work, tens of thousands of times a second
 _or_sparse = or_sparse if _native is None else _native.or_sparse
 _copy_words = None if _native is None else _native.copy_words
+_cfg_walk = getattr(_native, "cfg_walk", None)
+_cfg_subtree = getattr(_native, "cfg_subtree", None)
 
 _MISSING = object()
 _EMPTY_WORDS = np.zeros(0, dtype=np.uint32)
@@ -117,6 +120,7 @@ class CompiledGrammar(CompiledConstraint):
         split_entries: bool = True,
         end_check: Callable[[bytes], bool] | None = None,
         slices: bool = True,
+        native_walk: bool = True,
     ) -> None:
         self.grammar = grammar
         self.vocab = vocab
@@ -193,6 +197,10 @@ class CompiledGrammar(CompiledConstraint):
         # (constrain.engine.slices); off: every walk visits the whole trie (the reference)
         self.slices = slices
         self._slices: TokenSlices | None = None
+        # the cache-hit traversal (_walk, _walk_apart, _subtree) in C, native/cfgwalk.c,
+        # where the extension is built; the methods below stay its reference
+        self.native_walk = native_walk and _cfg_walk is not None
+        self._zeros = functools.partial(np.zeros, self.words, dtype=np.uint32)  # (for the C walk)
 
     def matcher(self) -> CFGMatcher:
         return CFGMatcher(self)
@@ -392,7 +400,11 @@ class CompiledGrammar(CompiledConstraint):
             entries = tuple(seen.values())
             out = np.zeros(self.words, dtype=np.uint32)
             key = tuple((t, q) for t, q, _ in entries)
-            deferred = _dedupe(self._walk(out, entries, key, self._root, {}))
+            if self.native_walk:
+                d = _cfg_walk(self, out, entries, key, self._root, {}, None)
+            else:
+                d = self._walk(out, entries, key, self._root, {})
+            deferred = _dedupe(d)
             vhit = (out, deferred)
             self._vmasks[vkey] = vhit
             if len(self._vmasks) > self._cache_masks:
@@ -528,7 +540,8 @@ class CompiledGrammar(CompiledConstraint):
         # the walk below goes through a shallow view again, so it is shared across contexts
         # too; what it defers is resolved from the same pairs with the chain extended
         v = y if depth == depths[0] else view(y, depths[0])
-        for ch, nn in self._subtree(out, v, nodes):
+        sub = _cfg_subtree(self, out, v, nodes, None) if self.native_walk else self._subtree(out, v, nodes)
+        for ch, nn in sub:
             self._resolve(out, pairs, chain + ch, nn, 1)
 
     def _walk(
@@ -629,24 +642,7 @@ class CompiledGrammar(CompiledConstraint):
         ukey = (self.content_key(key), rk)
         u = self._unions.get(ukey)
         if u is None:
-            tmp = np.zeros(self.words, dtype=np.uint32)
-            rest = []
-            for e in range(len(key)):
-                k1 = key[e : e + 1]
-                lx = self.lexer(k1)
-                # (one entry's lexer is its terminal's own DFA: never over a limit, never None)
-                assert lx is not None
-                if lx.start < 0:
-                    continue
-                j = self.job((self.walk_key(k1), rk), lx, roots)
-                if len(j.idx):
-                    _or_sparse(tmp, j.idx, j.vals)
-                if j.bnd:
-                    rest.append(e)
-            u = (*sparsify(tmp), tuple(rest))
-            self._unions[ukey] = u
-            if len(self._unions) > self._cache_jobs:
-                self._unions.popitem(last=False)
+            u = self._union(ukey, key, roots, rk)
         else:
             self._unions.move_to_end(ukey)
             self.stats["union_hits"] += 1
@@ -656,6 +652,29 @@ class CompiledGrammar(CompiledConstraint):
         for e in u[2]:
             deferred += self._walk(out, entries[e : e + 1], key[e : e + 1], roots, visited, rk)
         return deferred
+
+    def _union(self, ukey: tuple, key, roots: np.ndarray, rk: tuple) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+        """:meth:`_walk_apart`'s remembered part, computed: the OR of the entries' walks below
+        ``roots`` and the entries that reach a lexeme boundary there."""
+        tmp = np.zeros(self.words, dtype=np.uint32)
+        rest = []
+        for e in range(len(key)):
+            k1 = key[e : e + 1]
+            lx = self.lexer(k1)
+            # (one entry's lexer is its terminal's own DFA: never over a limit, never None)
+            assert lx is not None
+            if lx.start < 0:
+                continue
+            j = self.job((self.walk_key(k1), rk), lx, roots)
+            if len(j.idx):
+                _or_sparse(tmp, j.idx, j.vals)
+            if j.bnd:
+                rest.append(e)
+        u = (*sparsify(tmp), tuple(rest))
+        self._unions[ukey] = u
+        if len(self._unions) > self._cache_jobs:
+            self._unions.popitem(last=False)
+        return u
 
     def _subtree(self, out: np.ndarray, y: Node, nodes: np.ndarray, rk: tuple | None = None) -> tuple:
         """OR in what parser node ``y`` allows below trie ``nodes``; memoised by (node, nodes).
@@ -678,8 +697,7 @@ class CompiledGrammar(CompiledConstraint):
             else:
                 tmp = np.zeros(self.words, dtype=np.uint32)
                 d = self._walk(tmp, tuple([(t, q, y) for t, q in y.key]), y.key, nodes, {y.uid: (nodes, skey[1])}, skey[1])
-                chains = tuple(((tuple(sorted({t for _, t in done})),) + ch, nn) for done, ch, nn in _dedupe(d))
-                hit = (*sparsify(tmp), chains)
+                hit = (*sparsify(tmp), _chains(d))
             self._subs[skey] = hit
             if len(self._subs) > self._cache_jobs:
                 self._subs.popitem(last=False)
@@ -694,6 +712,11 @@ class CompiledGrammar(CompiledConstraint):
 def _uid_pairs(done: list[tuple[Node, int]]) -> tuple[tuple[int, int], ...]:
     """``done`` as sorted ``(origin uid, terminal)`` pairs: a canonical, GC-untracked key."""
     return tuple(sorted({(o.uid, t) for o, t in done}))
+
+
+def _chains(deferred: list) -> tuple:
+    """A subtree's deferred items as chains relative to its node (see :meth:`CompiledGrammar._subtree`)."""
+    return tuple(((tuple(sorted({t for _, t in done})),) + ch, nn) for done, ch, nn in _dedupe(deferred))
 
 
 def _dedupe(deferred: list) -> tuple:
@@ -865,3 +888,7 @@ class CFGMatcher(HistoryMatcher):
 
     def __repr__(self) -> str:
         return f"CFGMatcher(tokens={len(self.history)}, entries={len(self.pos[0])}, terminated={self.terminated})"
+
+
+if _cfg_walk is not None:  # (the helpers the C walk calls for what it does not do itself)
+    _native.cfg_walk_setup(HorizonReached, _roots_key, _chains, sparsify)
