@@ -257,3 +257,13 @@ def test_byte_class_map_matches_reference(case) -> None:
     for a in range(0, 256, 17):
         for b in range(256):
             assert (fast[a] == fast[b]) == bool((cols[a] == cols[b]).all())
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 5), min_size=256, max_size=256), min_size=1, max_size=4))
+def test_byte_classes_match_reference(maps) -> None:
+    arrs = [np.array(m, dtype=np.int32) for m in maps]
+    cls, reps = cfg_kernels.byte_classes(arrs)
+    rcls, rreps = cfg_kernels.reference_byte_classes(arrs)
+    assert np.array_equal(cls, rcls) and np.array_equal(reps, rreps)
+    assert cls.dtype == np.intp and reps.dtype == np.int32

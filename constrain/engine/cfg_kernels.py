@@ -312,7 +312,49 @@ def byte_classes(maps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
     Classes are numbered by their smallest byte, and that byte is the representative, so a
     product explored class by class discovers states in the same order as byte by byte.
+    One Numba pass (:func:`_refine`); :func:`reference_byte_classes` is the numpy definition
+    (``np.unique`` over the rows, ~0.15 ms a product: half its build cost for a schema's
+    small property-name products, built by the hundred).
     """
+    sig = np.ascontiguousarray(np.stack(maps, axis=1), dtype=np.int64)  # (256, k)
+    cls, reps, n = _refine(sig)
+    return cls.astype(np.intp), reps[:n].copy()
+
+
+@njit(cache=True, nogil=True)
+def _refine(sig: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    m, k = sig.shape
+    cls = np.empty(m, dtype=np.int64)
+    reps = np.empty(m, dtype=np.int32)
+    h = np.empty(m, dtype=np.uint64)
+    n = 0
+    for b in range(m):
+        x = np.uint64(1469598103934665603)
+        for e in range(k):
+            x = (x ^ np.uint64(sig[b, e] + 1)) * np.uint64(1099511628211)
+        h[b] = x
+        found = -1
+        for c in range(n):
+            r = reps[c]
+            if h[r] == x:
+                same = True
+                for e in range(k):
+                    if sig[r, e] != sig[b, e]:
+                        same = False
+                        break
+                if same:
+                    found = c
+                    break
+        if found < 0:
+            reps[n] = b
+            found = n
+            n += 1
+        cls[b] = found
+    return cls, reps, n
+
+
+def reference_byte_classes(maps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """numpy :func:`byte_classes`: distinct rows of the stacked maps, by first byte."""
     sig = np.ascontiguousarray(np.stack(maps, axis=1))  # (256, k)
     rows = sig.view(np.dtype((np.void, sig.dtype.itemsize * sig.shape[1]))).ravel()
     _, first, inv = np.unique(rows, return_index=True, return_inverse=True)
