@@ -286,3 +286,28 @@ def test_states_inside_a_long_bounded_string_share_walks_and_stay_exact() -> Non
     assert m.is_accepting()
     # 81 positions inside the string; without classes every one would be a root walk
     assert cg.stats["walks"] < 30, cg.stats
+
+
+def test_a_big_automaton_is_numbered_only_once_walks_from_many_states_ask_for_it() -> None:
+    """Numbering a big automaton's states costs ~states x rounds (17 ms for a 1,500-state
+    pattern): it waits until walks from ``1 + states // 256`` states were asked for, with exact
+    keys till then, and the masks are exact either way."""
+    from constrain.engine import cfg_matcher
+
+    vocab = _toy_vocab()
+    cg = CompiledGrammar(constrain.grammar('start: "<" S ">"\nS: /"[a-z ]{0,700}"/'), vocab)
+    m = cg.matcher()
+    m.advance_bytes(b"<")
+    t = cg.parser.term_index["S"]
+    d = cg.parser.dfa(t)
+    ck_d = (d.digest, vocab.trie.max_depth)
+    need = 1 + d.n_states // 256
+    assert need >= 2
+    text = b'"' + b"ab c" * 5
+    for i in range(len(text)):
+        m.advance_bytes(text[i : i + 1])
+        _compare(m, f"after {i + 1} bytes of the string")
+        numbered = ck_d in cfg_matcher._SHARED_CLASSES
+        assert numbered == (i + 1 >= need), (i, need)
+    m.advance_bytes(b'">')
+    _compare(m, "after the string")

@@ -87,6 +87,7 @@ SHARED_LEXERS_MAX = 4096
 # None past WALK_CLASSES_MAX_STATES states (numbering then costs more than it saves)
 _SHARED_CLASSES: OrderedDict[tuple[bytes, int], np.ndarray | None] = OrderedDict()
 WALK_CLASSES_MAX_STATES = 2048
+_CLASS_DEMAND: dict[tuple[bytes, int], int] = {}  # digest -> states asked for before numbering
 
 
 class _Job:
@@ -284,10 +285,22 @@ class CompiledGrammar(CompiledConstraint):
             # A literal's states all walk differently (each expects another suffix), bar
             # periodic literals past the longest token: numbering them is all cost
             big = len(table) > WALK_CLASSES_MAX_STATES or "literal_bytes" in p.dfa(t).__dict__
-            cl = None if big else walk_classes(table, acc, ck_d[1])
-            _SHARED_CLASSES[ck_d] = cl
-            if len(_SHARED_CLASSES) > SHARED_LEXERS_MAX:
-                _SHARED_CLASSES.popitem(last=False)
+            # numbering costs ~states x rounds (17 ms for a 1,500-state pattern, in one mask),
+            # and pays back only over walks from many states: so a big automaton is numbered
+            # once walks from 1 + states/256 of its states were asked for, exact keys till then
+            need = 1 + len(table) // 256
+            seen = _CLASS_DEMAND.get(ck_d, 0) + 1
+            if big or seen >= need:
+                cl = None if big else walk_classes(table, acc, ck_d[1])
+                _SHARED_CLASSES[ck_d] = cl
+                _CLASS_DEMAND.pop(ck_d, None)
+                if len(_SHARED_CLASSES) > SHARED_LEXERS_MAX:
+                    _SHARED_CLASSES.popitem(last=False)
+            else:
+                cl = None
+                if len(_CLASS_DEMAND) > SHARED_LEXERS_MAX:
+                    _CLASS_DEMAND.clear()
+                _CLASS_DEMAND[ck_d] = seen
         w = ck if cl is None else ((g, -1 - int(cl[q])),)  # type: ignore[index]
         self._wkeys[key] = w
         return w
