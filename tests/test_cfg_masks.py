@@ -311,3 +311,15 @@ def test_a_big_automaton_is_numbered_only_once_walks_from_many_states_ask_for_it
         assert numbered == (i + 1 >= need), (i, need)
     m.advance_bytes(b'">')
     _compare(m, "after the string")
+
+
+def test_split_entries_cap_their_leaf_test_products_and_stay_exact(monkeypatch) -> None:
+    """With entries walked apart a product lexer only answers _subtree's leaf test, so it is
+    capped lower (SPLIT_PRODUCT_MAX); past the cap the subtree is walked entry by entry."""
+    from constrain.engine import cfg_matcher
+
+    monkeypatch.setattr(cfg_matcher, "SPLIT_PRODUCT_MAX", 3)
+    cg = CompiledGrammar(_grammar("json"), _toy_vocab(), max_lexer_states=50_000)
+    assert cg._product_cap == 3
+    _random_walks(cg, random.Random(6), 4, 12, "capped products")
+    assert cg.stats["split_lexers"] > 0
