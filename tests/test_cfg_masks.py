@@ -322,4 +322,6 @@ def test_split_entries_cap_their_leaf_test_products_and_stay_exact(monkeypatch) 
     cg = CompiledGrammar(_grammar("json"), _toy_vocab(), max_lexer_states=50_000)
     assert cg._product_cap == 3
     _random_walks(cg, random.Random(6), 4, 12, "capped products")
-    assert cg.stats["split_lexers"] > 0
+    # (None: over the cap; counted in split_lexers only where built, not when another
+    # grammar with the same cap already found it too big)
+    assert any(lx is None for lx in cg._lexers.values())
